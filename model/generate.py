@@ -1,0 +1,110 @@
+"""Token-by-token generation: sampling filters and a streaming `generate`.
+
+`generate` yields each new token id as soon as it is chosen, so callers can
+print while the model is still thinking. With the KV cache (the default) each
+step feeds one token; without it every step re-reads the whole sequence, which
+is slower but is the reference that the cache must match.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .model import SpongeBob
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 256
+    temperature: float = 0.8        # 0 means greedy
+    top_k: int = 0                  # 0 disables top-k
+    top_p: float = 1.0              # 1.0 disables nucleus sampling
+    repetition_penalty: float = 1.0  # 1.0 disables it; >1 discourages repeats
+    stop_ids: tuple[int, ...] = ()   # generation ends (without yielding it) on any of these
+
+
+def apply_repetition_penalty(logits: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style penalty on every token already in the sequence: positive
+    logits are divided by it and negative ones multiplied, so a seen token
+    always becomes less likely whatever the sign of its logit."""
+    if penalty == 1.0 or seen_ids.numel() == 0:
+        return logits
+    seen = torch.unique(seen_ids)
+    picked = logits[seen]
+    logits = logits.clone()
+    logits[seen] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 0 or k >= logits.size(-1):
+        return logits
+    kth_best = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < kth_best, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probabilities sum to at least p."""
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    # A token is dropped when the tokens ranked above it already reach p;
+    # the best token is therefore always kept.
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    drop_sorted = mass_before >= p
+    drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, seen_ids: torch.Tensor, cfg: SamplingConfig,
+                generator: torch.Generator | None = None) -> int:
+    """Pick the next token from one position's logits (vocab,)."""
+    logits = apply_repetition_penalty(logits.float(), seen_ids, cfg.repetition_penalty)
+    if cfg.temperature <= 0:
+        return int(torch.argmax(logits))
+    logits = filter_top_k(logits / cfg.temperature, cfg.top_k)
+    logits = filter_top_p(logits, cfg.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | None = None,
+             use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[int]:
+    """Yield up to cfg.max_new_tokens new token ids after prompt_ids.
+
+    Stops early on any id in cfg.stop_ids (which is not yielded) or when the
+    model's context is full. A prompt longer than the context keeps its last
+    tokens, leaving room for the new ones.
+    """
+    cfg = cfg or SamplingConfig()
+    device = model.embed.weight.device
+    context = model.config.max_position_embeddings
+    ids = list(prompt_ids)
+    if not ids:
+        raise ValueError("generate needs at least one prompt token")
+    max_new = min(cfg.max_new_tokens, context - 1)
+    ids = ids[-(context - max_new):]
+    seq = torch.tensor(ids, dtype=torch.long, device=device)
+    stop = set(cfg.stop_ids)
+
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(1, len(ids) + max_new) if use_cache else None
+        step_input = seq
+        for _ in range(max_new):
+            logits = model(step_input[None], cache=cache).logits[0, -1]
+            next_id = sample_next(logits, seq, cfg, generator)
+            if next_id in stop:
+                return
+            yield next_id
+            next_tensor = torch.tensor([next_id], dtype=torch.long, device=device)
+            seq = torch.cat([seq, next_tensor])
+            # With a cache only the new token is fed; without one, everything again.
+            step_input = next_tensor if use_cache else seq
+    finally:
+        model.train(was_training)

@@ -1,0 +1,217 @@
+"""The SpongeBob model: a LLaMA-3 style decoder.
+
+Pre-norm blocks of RMSNorm -> GQA attention with RoPE -> RMSNorm -> SwiGLU MLP,
+no biases anywhere. Every weight has a one-to-one counterpart in Hugging Face's
+LlamaForCausalLM (see model/hf.py), and the maths follows the same conventions
+(RMSNorm in fp32, rotate_half RoPE), so exported weights give the same logits.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+
+IGNORE_INDEX = -100  # targets with this value get no loss (prompt tokens, padding)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 even under bf16/fp16 autocast: the mean of squares
+        # overflows or loses precision in half types. Cast back *before* the
+        # weight multiply, exactly as LlamaRMSNorm does.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(head_dim: int, max_positions: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of shape (max_positions, head_dim), Hugging Face layout.
+
+    Frequency i is theta^(-2i/d). The table holds the d/2 angles twice,
+    [a_0..a_{d/2-1}, a_0..a_{d/2-1}], because rotate_half pairs dimension j
+    with j + d/2 (split halves), not with j+1 (the interleaved Meta layout).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    angles = torch.outer(torch.arange(max_positions, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (B, heads, T, head_dim) by the angles of its T positions."""
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.update(self.layer_idx, k, v)
+
+        # GQA: query head h reads key/value head h // (n_heads / n_kv_heads).
+        # repeat_interleave is the same grouping as HF's repeat_kv.
+        n_rep = self.n_heads // self.n_kv_heads
+        if n_rep > 1:
+            k = k.repeat_interleave(n_rep, dim=1)
+            v = v.repeat_interleave(n_rep, dim=1)
+
+        if past == 0:
+            # Plain causal attention: SDPA builds no mask and can use flash kernels.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif T == 1:
+            # One new token attends to every cached position: no mask at all.
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            # A chunk after a non-empty cache: SDPA's is_causal is top-left
+            # aligned, so build the (T, past+T) bottom-right mask. It is only
+            # as big as this chunk, never max_seq_len^2.
+            query_pos = torch.arange(past, past + T, device=x.device)
+            key_pos = torch.arange(past + T, device=x.device)
+            mask = key_pos[None, :] <= query_pos[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.up_proj = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer_idx)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = SwiGLU(cfg)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor
+    loss: torch.Tensor | None
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+               reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy per position, ignoring IGNORE_INDEX targets.
+
+    With `weight` (same shape as targets), the loss is the weighted mean
+    sum(w * ce) / sum(w) over the positions that are not ignored, so a x10
+    weight on a few tokens raises their share without inflating the loss
+    scale. reduction="sum" returns the numerator alone, for callers that
+    normalise over several micro-batches themselves.
+    """
+    ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                         ignore_index=IGNORE_INDEX, reduction="none")
+    valid = (targets.reshape(-1) != IGNORE_INDEX).float()
+    w = valid if weight is None else weight.reshape(-1).float() * valid
+    total = (ce * w).sum()
+    if reduction == "sum":
+        return total
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'sum', got '{reduction}'")
+    return total / w.sum().clamp(min=1e-8)
+
+
+class SpongeBob(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        # Not persistent: derived from the config, so they stay out of checkpoints.
+        cos, sin = rope_cos_sin(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2 style: the two projections that write into the residual stream
+        # get std / sqrt(2 * n_layers), so the stream's variance does not grow
+        # with depth at initialisation.
+        residual_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+        for block in self.layers:
+            nn.init.normal_(block.attn.o_proj.weight, mean=0.0, std=residual_std)
+            nn.init.normal_(block.mlp.down_proj.weight, mean=0.0, std=residual_std)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied head is counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+                loss_weight: torch.Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+        """idx: (B, T) token ids. targets: (B, T) ids already shifted left by
+        one (targets[:, t] is the token after idx[:, t]), IGNORE_INDEX where no
+        loss is wanted. loss_weight: optional (B, T) per-token weights."""
+        T = idx.size(1)
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.max_position_embeddings:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_position_embeddings "
+                             f"{self.config.max_position_embeddings}")
+        x = self.embed(idx)
+        cos = self.rope_cos[start:start + T].to(x.dtype)
+        sin = self.rope_sin[start:start + T].to(x.dtype)
+        for block in self.layers:
+            x = block(x, cos, sin, cache)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.lm_head(self.norm(x))
+        loss = token_loss(logits, targets, loss_weight) if targets is not None else None
+        return ModelOutput(logits, loss)
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty KV cache sized for max_len positions, on the model's device and dtype."""
+        cfg = self.config
+        weight = self.embed.weight
+        return KVCache(cfg.n_layers, batch_size, cfg.n_kv_heads, min(max_len, cfg.max_position_embeddings),
+                       cfg.head_dim, dtype=weight.dtype, device=weight.device)

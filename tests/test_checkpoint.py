@@ -1,0 +1,103 @@
+"""Model checkpoints: self-describing, atomic, and never unpickling foreign objects."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from model import CheckpointError, SpongeBob, get_preset, load_model, read_checkpoint, save_model
+from model import checkpoint as ckpt_module
+
+
+class FakeTokenizer:
+    """Just what checkpoints look at: a size and an identity."""
+
+    def __init__(self, vocab_size=6400, sha="a" * 64):
+        self.vocab_size, self.sha = vocab_size, sha
+
+    def identity(self):
+        return {"vocab_size": self.vocab_size, "sha256": self.sha}
+
+
+def saved_tiny(tmp_path, name="m.pth", **changes):
+    torch.manual_seed(0)
+    model = SpongeBob(get_preset("spongebob-tiny").with_changes(**changes))
+    path = tmp_path / name
+    save_model(path, model, FakeTokenizer().identity(), meta={"stage": "test", "step": 3})
+    return model, path
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_round_trip_needs_no_flags(tmp_path, tied):
+    model, path = saved_tiny(tmp_path, tie_embeddings=tied)
+    loaded, meta = load_model(path, tokenizer=FakeTokenizer())
+    assert loaded.config == model.config and meta == {"stage": "test", "step": 3}
+    assert loaded.config.tie_embeddings is tied
+    idx = torch.randint(0, 6400, (1, 10))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx).logits, model.eval()(idx).logits)
+    if tied:
+        assert loaded.lm_head.weight is loaded.embed.weight
+
+
+def test_vocab_mismatch_names_both_sizes(tmp_path):
+    _, path = saved_tiny(tmp_path)
+    with pytest.raises(CheckpointError, match="6400.*6000"):
+        load_model(path, tokenizer=FakeTokenizer(vocab_size=6000))
+
+
+def test_same_size_different_tokenizer_is_refused(tmp_path):
+    _, path = saved_tiny(tmp_path)
+    with pytest.raises(CheckpointError, match="different tokens"):
+        load_model(path, tokenizer=FakeTokenizer(sha="b" * 64))
+
+
+class Boom:
+    """Unpickling this runs a shell command: what a malicious .pth would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickled_objects_are_never_unpickled(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "spongebob-model-v1", "payload": Boom(marker)}, path)
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    # Plain pickle would have run it: the guard above is what stopped it.
+    pickle.loads(pickle.dumps(Boom(marker)))
+    assert marker.exists()
+
+
+def test_missing_truncated_and_foreign_files_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        read_checkpoint(tmp_path / "nope.pth")
+    _, path = saved_tiny(tmp_path)
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="cut.pth: not a loadable checkpoint"):
+        read_checkpoint(truncated)
+    foreign = tmp_path / "other.pth"
+    torch.save({"model": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a SpongeBob model checkpoint"):
+        read_checkpoint(foreign)
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model, path = saved_tiny(tmp_path)
+    before = path.read_bytes()
+
+    def dies_halfway(obj, f):
+        f.write(b"partial garbage")
+        raise KeyboardInterrupt  # e.g. Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(ckpt_module.torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(path, model, FakeTokenizer().identity())
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]  # no temp file left behind
