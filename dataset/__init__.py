@@ -1,0 +1,1 @@
+"""Data loading: streaming readers for user text files (see dataset/readers.py)."""
