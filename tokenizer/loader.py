@@ -1,0 +1,112 @@
+"""Load a trained tokenizer directory into a thin wrapper over tokenizers.Tokenizer.
+
+No transformers here: training, data preparation and inference only need the
+Rust tokenizers library. The same directory also loads with
+transformers.AutoTokenizer (see hf_format.py), which the tests use as an oracle.
+"""
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+from tokenizers import Tokenizer
+
+from .chat_template import render_chat
+from .hf_format import write_hf_dir
+from .specials import ANSWER, ANSWER_END, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS, THINK, THINK_END
+
+# The shipped tokenizer lives next to this file.
+DEFAULT_TOKENIZER_DIR = Path(__file__).resolve().parent
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing or unusable; str(e) is one line naming the file."""
+
+
+class SpongeTokenizer:
+    """Byte-level BPE with our seven special tokens and the ChatML template."""
+
+    def __init__(self, tokenizer: Tokenizer, json_path: Path, json_bytes: bytes):
+        self._tok = tokenizer
+        self.json_path = json_path
+        self.path = json_path.parent  # the tokenizer directory
+        self._sha256 = hashlib.sha256(json_bytes).hexdigest()
+        self._json_text = json_bytes.decode("utf-8")
+        # Every id the tokenizer can emit: the embedding table needs exactly this many rows.
+        self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
+        ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
+        self.special_tokens: dict[str, int] = ids
+        self.endoftext_id: int = ids[ENDOFTEXT]
+        self.im_start_id: int = ids[IM_START]
+        self.im_end_id: int = ids[IM_END]
+        self.think_id: int = ids[THINK]
+        self.think_end_id: int = ids[THINK_END]
+        self.answer_id: int = ids[ANSWER]
+        self.answer_end_id: int = ids[ANSWER_END]
+        self.pad_id: int = self.endoftext_id
+        self.bos_id: int = self.im_start_id
+        self.eos_id: int = self.im_end_id  # a reply ends with <|im_end|>
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"SpongeTokenizer(path='{self.path}', vocab_size={self.vocab_size})"
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text. Nothing is added; special tokens written in the text become their ids."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """encode() over many texts, in parallel threads (much faster for data preparation)."""
+        return [enc.ids for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Text of ids. skip_special_tokens drops the control tokens but keeps <think>/<answer> tags."""
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(token_id)
+
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = False, tokenize: bool = False
+    ) -> str | list[int]:
+        """ChatML text of a conversation (or its ids with tokenize=True); see chat_template.py."""
+        text = render_chat(messages, add_generation_prompt=add_generation_prompt)
+        return self.encode(text) if tokenize else text
+
+    def identity(self) -> dict:
+        """What a checkpoint records so that a model is never paired with the wrong tokenizer."""
+        return {"vocab_size": self.vocab_size, "sha256": self._sha256, "special_tokens": dict(self.special_tokens)}
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write this tokenizer as a Hugging Face directory (tokenizer.json kept byte for byte)."""
+        return write_hf_dir(self._json_text, out_dir)
+
+
+def _check_special_tokens(tokenizer: Tokenizer, json_path: Path) -> None:
+    for token in SPECIAL_TOKENS:
+        token_id = tokenizer.token_to_id(token)
+        if token_id is None or tokenizer.encode(token, add_special_tokens=False).ids != [token_id]:
+            raise TokenizerError(
+                f"{json_path}: {token} is not a single token; train the tokenizer with train_tokenizer.py"
+            )
+
+
+def load_tokenizer(path: str | Path | None = None) -> SpongeTokenizer:
+    """Load a tokenizer directory (or its tokenizer.json); None means the shipped one."""
+    path = Path(DEFAULT_TOKENIZER_DIR if path is None else path)
+    json_path = path / "tokenizer.json" if path.is_dir() else path
+    if not json_path.is_file():
+        raise TokenizerError(f"{json_path}: no such file; pass a tokenizer directory or its tokenizer.json")
+    try:
+        json_bytes = json_path.read_bytes()
+        tokenizer = Tokenizer.from_str(json_bytes.decode("utf-8"))
+    except Exception as e:  # OSError, UnicodeDecodeError, or the bare Exception tokenizers raises on bad JSON
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerError(f"{json_path}: not a readable tokenizer.json ({reason})") from None
+    _check_special_tokens(tokenizer, json_path)
+    return SpongeTokenizer(tokenizer, json_path, json_bytes)
