@@ -101,3 +101,13 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypat
         save_model(path, model, FakeTokenizer().identity())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pth"]  # no temp file left behind
+
+
+def test_checkpoint_carries_the_real_tokenizer_identity(tmp_path):
+    from tokenizer import load_tokenizer
+    tok = load_tokenizer()
+    model = SpongeBob(get_preset("spongebob-tiny"))
+    save_model(tmp_path / "m.pth", model, tok.identity())
+    assert read_checkpoint(tmp_path / "m.pth")["tokenizer"]["sha256"] == tok.identity()["sha256"]
+    loaded, _ = load_model(tmp_path / "m.pth", tokenizer=tok)
+    assert loaded.config.vocab_size == tok.vocab_size
