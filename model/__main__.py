@@ -12,7 +12,7 @@ import sys
 import torch
 
 from model import DEFAULT_PRESET, PRESETS, SamplingConfig, SpongeBob, generate, get_preset
-from tokenizer import load_tokenizer
+from tokenizer import TokenizerError, load_tokenizer
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{'tied' if cfg.tie_embeddings else 'untied'} head")
     print(f"parameters: {model.num_parameters():,}")
 
-    tok = load_tokenizer()
+    try:
+        tok = load_tokenizer()
+    except TokenizerError as e:
+        sys.exit(f"error: {e}")
     if tok.vocab_size != cfg.vocab_size:
         sys.exit(f"error: tokenizer has {tok.vocab_size} tokens but the preset expects {cfg.vocab_size}")
     print(f"untrained model continues '{args.prompt}':")
