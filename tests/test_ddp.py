@@ -1,0 +1,61 @@
+"""DDP on CPU (gloo): 2 processes x batch 2 give the same weights as 1 process x batch 4."""
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+from model import SpongeBob, get_preset, read_checkpoint
+from synthetic_data import SyntheticRows
+from trainer import Trainer, parse_config
+from trainer.distributed import init_distributed, shutdown
+
+SETTINGS = dict(preset="spongebob-tiny", epochs=2, accumulation_steps=2, learning_rate=1e-3, warmup_steps=1,
+                save_interval=1000, device="cpu", dtype="float32", log_interval=1)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train(out_dir, batch_size, rank=0, world_size=1):
+    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(out_dir), batch_size=batch_size))
+    dist = init_distributed(torch.device("cpu"))
+    assert dist.world_size == world_size and dist.rank == rank
+    torch.manual_seed(0)  # every rank starts from the same weights (DDP also broadcasts rank 0's)
+    model = SpongeBob(get_preset("spongebob-tiny"))
+    data = SyntheticRows(n_rows=16, rank=rank, world_size=world_size)
+    trainer = Trainer(cfg, model, data, None, {"vocab_size": 6400}, "test", torch.device("cpu"),
+                      torch.float32, dist)
+    trainer.fit()
+    return trainer.total_steps
+
+
+def ddp_worker(rank, world_size, port, out_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    try:
+        train(out_dir, batch_size=2, rank=rank, world_size=world_size)
+    finally:
+        shutdown()
+
+
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    torch.set_num_threads(1)
+    steps = train(tmp_path / "single", batch_size=4)
+    assert steps == 4  # 16 rows / (4 x 2) per step x 2 epochs
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+
+    single = read_checkpoint(tmp_path / "single" / "test.pth")["model"]
+    ddp = read_checkpoint(tmp_path / "ddp" / "test.pth")["model"]
+    for name in single:
+        assert torch.allclose(single[name], ddp[name], atol=1e-6, rtol=0), name
+    torch.manual_seed(0)
+    initial = SpongeBob(get_preset("spongebob-tiny")).state_dict()
+    assert not torch.allclose(single["embed.weight"], initial["embed.weight"], atol=1e-4)  # it did train
+    # Only rank 0 writes: one metrics file with one row per step.
+    rows = (tmp_path / "ddp" / "test" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 4

@@ -1,0 +1,203 @@
+"""The engine: accumulation scaling, exact resume, schedule, config errors."""
+import math
+
+import pytest
+import torch
+
+from model import SpongeBob, get_preset
+from synthetic_data import SyntheticRows
+from model import token_loss
+from trainer import ConfigError, Trainer, TrainingError, parse_config
+from trainer.distributed import DistInfo
+from trainer.schedule import lr_at
+
+TOKENIZER_ID = {"vocab_size": 6400, "sha256": "test"}
+
+
+def make_trainer(tmp_path, data, val=None, model=None, **overrides):
+    values = dict(out_dir=str(tmp_path), preset="spongebob-tiny", epochs=2, batch_size=4, accumulation_steps=1,
+                  learning_rate=1e-2, min_lr=1e-3, warmup_steps=2, log_interval=1, eval_interval=0,
+                  save_interval=1000, device="cpu", dtype="float32")
+    values.update(overrides)
+    cfg = parse_config([], "test", stage_defaults=values)
+    if model is None:
+        torch.manual_seed(0)
+        model = SpongeBob(get_preset("spongebob-tiny"))
+    return Trainer(cfg, model, data, val, TOKENIZER_ID, "test", torch.device("cpu"), torch.float32, DistInfo())
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a, b, atol):
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol, rtol=0), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
+
+
+def run_capturing_grads(trainer):
+    """fit(), recording the accumulated gradient handed to each optimizer update."""
+    grads, step = [], trainer.optimizer.step
+
+    def capture(*args, **kwargs):
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).clone())
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = capture
+    trainer.fit()
+    return grads
+
+
+@pytest.mark.parametrize("with_weights", [False, True])
+def test_accumulation_gives_the_same_update_as_one_big_batch(tmp_path, with_weights):
+    # Rows have different numbers of trained tokens, so averaging each
+    # micro-batch's loss and dividing by N (the reference way) would differ.
+    grads, final = [], []
+    for batch_size, accum in [(4, 1), (2, 2), (1, 4)]:
+        data = SyntheticRows(n_rows=12, weights=with_weights)
+        t = make_trainer(tmp_path / f"{batch_size}x{accum}", data, batch_size=batch_size,
+                         accumulation_steps=accum, epochs=1, learning_rate=1e-3, grad_clip=0)
+        assert t.total_steps == 3
+        grads.append(run_capturing_grads(t))
+        final.append(weights(t))
+    for other in (1, 2):
+        for g_big, g_acc in zip(grads[0], grads[other]):
+            # Same gradient up to float summation order (the naive way is off by > 2%, below).
+            assert ((g_acc - g_big).norm() / g_big.norm()).item() < 1e-5
+        # Adam's update is ~lr per weight, so float noise shows at ~1e-6 of lr 1e-3 at most.
+        assert_same_weights(final[0], final[other], atol=1e-6)
+
+
+def test_per_micro_batch_averaging_would_fail_that_test(tmp_path):
+    """The reference normalisation (each micro-batch's mean loss, divided by N)
+    gives a clearly different gradient on the same rows, so the test above can fail."""
+    big = make_trainer(tmp_path / "big", SyntheticRows(n_rows=8), batch_size=8, epochs=1, grad_clip=0)
+    g_big = run_capturing_grads(big)[0]
+    # The engine divides each micro-batch's loss by the step's trained-token
+    # total; multiplying that back in leaves mean-per-micro-batch / N.
+    total = float((SyntheticRows(n_rows=8).targets != -100).sum())
+    naive = make_trainer(tmp_path / "naive", SyntheticRows(n_rows=8), batch_size=2, accumulation_steps=4,
+                         epochs=1, grad_clip=0)
+    naive.loss_fn = lambda logits, batch: token_loss(logits, batch["targets"]) / 4 * total
+    g_naive = run_capturing_grads(naive)[0]
+    relative = ((g_naive - g_big).norm() / g_big.norm()).item()
+    assert relative > 0.02, relative
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingRows(SyntheticRows):
+    """Dies when asked for a given micro-batch, like a kill in the middle of a run."""
+
+    def __init__(self, crash_at_batch, **kw):
+        super().__init__(**kw)
+        self.crash_at_batch, self.served = crash_at_batch, 0
+
+    def batches(self, batch_size, epoch, start=0):
+        for batch in super().batches(batch_size, epoch, start):
+            self.served += 1
+            if self.served == self.crash_at_batch:
+                raise Crash
+            yield batch
+
+
+def test_resume_after_a_crash_is_bit_identical(tmp_path):
+    common = dict(batch_size=2, accumulation_steps=2, epochs=3, save_interval=2, keep_last=2)
+    full = make_trainer(tmp_path / "full", SyntheticRows(n_rows=10), **common)
+    full.fit()  # 10 rows -> 5 micro-batches -> 3 steps/epoch, 9 steps
+
+    crashing = make_trainer(tmp_path / "cut", CrashingRows(crash_at_batch=10, n_rows=10), **common)
+    with pytest.raises(Crash):
+        crashing.fit()
+    assert crashing.step == 5  # died inside step 6 (epoch 1); the last state is step 4
+
+    torch.manual_seed(1234)  # a different global RNG must not matter: resume restores it
+    resumed = make_trainer(tmp_path / "cut", SyntheticRows(n_rows=10), model=SpongeBob(get_preset("spongebob-tiny")),
+                           resume=True, **common)
+    assert resumed.step == 4
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [p.name for p in sorted((tmp_path / "cut" / "test" / "state").iterdir())] == \
+        ["step_00000008.pt", "step_00000009.pt"]
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    make_trainer(tmp_path, SyntheticRows(), save_interval=1, max_steps=2).fit()
+    with pytest.raises(ValueError, match="batch_size was 4 in the saved run .* but is 2 now"):
+        make_trainer(tmp_path, SyntheticRows(), save_interval=1, max_steps=2, batch_size=2, resume=True)
+
+
+def test_resume_without_state_says_so(tmp_path):
+    with pytest.raises(ValueError, match="--resume: no saved training state in"):
+        make_trainer(tmp_path, SyntheticRows(), resume=True)
+
+
+def test_nonfinite_loss_stops_with_step_lr_and_checkpoint(tmp_path):
+    t = make_trainer(tmp_path, SyntheticRows())
+    t.loss_fn = lambda logits, batch: logits.float().sum() * float("nan")
+    with pytest.raises(TrainingError, match=r"loss is nan at step 1 \(lr 0.005\); last good checkpoint: none"):
+        t.fit()
+
+
+def test_skip_nonfinite_counts_and_goes_on(tmp_path):
+    t = make_trainer(tmp_path, SyntheticRows(), skip_nonfinite=True, max_steps=3)
+    before = weights(t)
+    t.loss_fn = lambda logits, batch: logits.float().sum() * float("inf")
+    t.fit()
+    assert t.skipped_nonfinite == 3 and t.step == 3
+    assert_same_weights(before, weights(t), atol=0)
+
+
+def test_lr_warms_up_to_exactly_the_peak_then_decays_to_min():
+    lrs = [lr_at(s, total_steps=12, peak_lr=1.0, min_lr=0.1, warmup_steps=4) for s in range(12)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert lrs[4] == 1.0 and max(lrs) == 1.0  # never above the peak (the reference started at 1.1x)
+    assert math.isclose(lrs[-1], 0.1)
+    # Cosine midpoint: halfway through the decay (step 4 + 3.5) the lr is (peak + min) / 2.
+    assert math.isclose(lr_at(7, 12, 1.0, 0.1, 4) + lr_at(8, 12, 1.0, 0.1, 4), 1.1, rel_tol=1e-9)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))
+
+
+def test_unknown_flag_and_config_key_suggest_the_closest(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_config(["--learning_rat", "1e-3"], "test")
+    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    bad = tmp_path / "c.yaml"
+    bad.write_text("batch_sise: 8\n")
+    with pytest.raises(ConfigError, match="unknown option 'batch_sise' \\(did you mean 'batch_size'\\?\\)"):
+        parse_config(["--config", str(bad)], "test")
+
+
+def test_flags_beat_the_config_file_which_beats_defaults(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("batch_size: 8\nlearning_rate: 0.001\nuse_wandb: true\nsave_at_epochs: 0.5,1.5\n")
+    cfg = parse_config(["--config", str(f), "--batch_size", "16", "--use_wandb", "false"], "test",
+                       stage_defaults={"batch_size": 84, "epochs": 7})
+    assert (cfg.batch_size, cfg.learning_rate, cfg.use_wandb, cfg.epochs) == (16, 0.001, False, 7)
+    assert cfg.save_at_epochs == [0.5, 1.5]
+
+
+def test_demo_defaults_apply_only_without_data():
+    demo = {"batch_size": 8, "preset": "spongebob-tiny"}
+    assert parse_config([], "t", {"batch_size": 84}, demo).batch_size == 8
+    assert parse_config(["--batch_size", "3"], "t", {"batch_size": 84}, demo).batch_size == 3
+    real = parse_config(["--data_path", "x.jsonl"], "t", {"batch_size": 84}, demo)
+    assert (real.batch_size, real.preset) == (84, "spongebob-29m")
+
+
+def test_metrics_rows_and_milestones(tmp_path):
+    import json
+    t = make_trainer(tmp_path, SyntheticRows(n_rows=8), val=SyntheticRows(n_rows=4, seed=9), batch_size=2,
+                     epochs=2, eval_interval=2, save_at_epochs=[0.5, 1.5])
+    t.fit()
+    rows = [json.loads(line) for line in (tmp_path / "test" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert {"step", "epoch", "loss", "lr", "tokens", "tokens_per_s", "grad_norm"} <= set(rows[0])
+    assert [r["step"] for r in rows if "val_loss" in r] == [2, 4, 6, 8]
+    assert rows[-1]["tokens"] == 8 * 2 * 16  # steps x rows x tokens per row
+    assert sorted(p.name for p in (tmp_path / "test" / "milestones").iterdir()) == \
+        ["test_epoch0.5.pth", "test_epoch1.5.pth"]
+    assert (tmp_path / "test.pth").is_file()

@@ -1,0 +1,90 @@
+"""Where a run's files go, and the resumable training state.
+
+    <out_dir>/<stage>.pth                  model weights: what eval and the next stage load
+    <out_dir>/<stage>/config.json          the effective configuration of the run
+    <out_dir>/<stage>/metrics.jsonl        one JSON row per log step
+    <out_dir>/<stage>/state/step_N.pt      resumable state: weights + optimizer + scaler + RNG + position
+    <out_dir>/<stage>/milestones/<stage>_epochE.pth   weights at --save_at_epochs
+
+Weights and state are separate files on purpose: the weights file is small and
+loadable anywhere; the state (3x larger with AdamW moments) only matters to
+--resume. Every file is written atomically (model.checkpoint.atomic_torch_save),
+so a kill during a save never corrupts the last good one.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import atomic_torch_save
+
+STATE_FORMAT = "spongebob-train-state-v1"
+_STATE_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    out_dir: Path
+    stage: str
+
+    @property
+    def weights(self) -> Path:
+        return self.out_dir / f"{self.stage}.pth"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out_dir / self.stage
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def config(self) -> Path:
+        return self.run_dir / "config.json"
+
+    def milestone(self, epoch: float) -> Path:
+        return self.run_dir / "milestones" / f"{self.stage}_epoch{epoch:g}.pth"
+
+    def state(self, step: int) -> Path:
+        return self.state_dir / f"step_{step:08d}.pt"
+
+
+def list_states(paths: RunPaths) -> list[tuple[int, Path]]:
+    """Saved states, oldest first. Temp files from interrupted saves are ignored."""
+    if not paths.state_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in paths.state_dir.iterdir() if (m := _STATE_NAME.match(p.name))]
+    return sorted(found)
+
+
+def save_state(paths: RunPaths, step: int, state: dict, keep_last: int) -> Path:
+    """Write the state for `step`, then delete all but the newest keep_last.
+    The new file is complete before any old one is removed."""
+    target = paths.state(step)
+    atomic_torch_save({"format": STATE_FORMAT, "step": step, **state}, target)
+    for _, old in list_states(paths)[:-max(1, keep_last)]:
+        old.unlink(missing_ok=True)
+    return target
+
+
+def load_latest_state(paths: RunPaths) -> dict | None:
+    """The newest readable state, or None. An unreadable newest file (it cannot
+    be half-written, but a disk can fail) falls back to the one before it."""
+    for _, path in reversed(list_states(paths)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt file: say so and try the previous one
+            print(f"warning: cannot read {path} ({type(e).__name__}); trying an older state")
+            continue
+        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
+            state["path"] = str(path)
+            return state
+    return None
