@@ -1,0 +1,260 @@
+"""The built-in demo corpus: formats, determinism, consistent facts, checkable reasoning
+problems (re-solved here from the question text alone), token lengths with the shipped
+tokenizer, and the caching/atomic-write behaviour of ensure_demo_corpus."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dataset import demo
+from dataset.demo import DEMO_KINDS, demo_corpus_current, demo_records, ensure_demo_corpus
+from dataset.demo_world import zh_count, zh_number
+from tokenizer import load_tokenizer
+
+# The world's facts, written out by hand (not imported) so the corpus is checked against them.
+HOMES = {"海绵宝宝": "菠萝屋里", "派大星": "石头下面", "章鱼哥": "石像屋里", "蟹老板": "铁锚屋里",
+         "珊迪": "玻璃树屋里", "痞老板": "海之霸餐厅里", "珍珍": "铁锚屋里", "泡芙老师": "学校旁边的小屋里",
+         "小蜗": "菠萝屋里"}
+COLORS = {"海绵宝宝": "黄色", "派大星": "粉红色", "章鱼哥": "青色", "蟹老板": "红色", "珊迪": "棕色",
+          "痞老板": "绿色", "珍珍": "灰色", "泡芙老师": "白色", "小蜗": "蓝色"}
+WEEK = ["星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日"]
+NAMES = "|".join(HOMES)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, list[dict]]:
+    """All five kinds at their default sizes, generated once for the module."""
+    out = tmp_path_factory.mktemp("demo")
+    return {kind: read_jsonl(ensure_demo_corpus(kind, out)) for kind in DEMO_KINDS}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+# ---------------------------------------------------------------- the world's words
+
+def test_chinese_numbers_by_hand():
+    expected = {0: "零", 7: "七", 10: "十", 11: "十一", 20: "二十", 35: "三十五", 100: "一百",
+                105: "一百零五", 110: "一百一十", 999: "九百九十九"}
+    assert {n: zh_number(n) for n in expected} == expected
+    assert zh_count(2, "个") == "两个" and zh_count(12, "只") == "十二只"
+
+
+# ---------------------------------------------------------------- formats
+
+def check_messages(msgs: list, where: str) -> None:
+    roles = [m["role"] for m in msgs]
+    if roles and roles[0] == "system":
+        roles = roles[1:]
+    assert roles and roles == ["user", "assistant"] * (len(roles) // 2), where
+    assert all(set(m) == {"role", "content"} and isinstance(m["content"], str) and m["content"].strip()
+               for m in msgs), where
+
+
+def test_pretrain_format_and_size(corpus):
+    recs = corpus["pretrain"]
+    assert all(set(r) == {"text"} and isinstance(r["text"], str) and len(r["text"]) > 20 for r in recs)
+    chars = sum(len(r["text"]) for r in recs)
+    assert 1_800_000 <= chars <= 2_200_000  # the documented default: about 2M characters
+
+
+def test_chat_formats(corpus):
+    for kind in ("sft", "sft_long"):
+        for i, r in enumerate(corpus[kind]):
+            assert set(r) == {"conversations"}
+            check_messages(r["conversations"], f"{kind}:{i + 1}")
+    for i, r in enumerate(corpus["dpo"]):
+        assert set(r) == {"chosen", "rejected"}
+        check_messages(r["chosen"], f"dpo:{i + 1}")
+        check_messages(r["rejected"], f"dpo:{i + 1}")
+        assert r["chosen"][:-1] == r["rejected"][:-1], "a pair shares its prompt"
+        assert r["chosen"][-1]["content"] != r["rejected"][-1]["content"]
+
+
+def test_sft_has_identity_answers_in_several_phrasings(corpus):
+    pairs = [(m["content"], n["content"]) for r in corpus["sft"]
+             for m, n in zip(r["conversations"], r["conversations"][1:]) if m["role"] == "user"]
+    identity = [(q, a) for q, a in pairs if q in ("你是谁？", "你叫什么名字？", "请介绍一下你自己。")]
+    assert len(identity) > 100
+    assert all(a.startswith("我是 SpongeBob") for _, a in identity)
+    assert len({a for _, a in identity}) >= 3  # several phrasings, not one memorised line
+
+
+def test_sft_fits_512_and_sft_long_is_512_to_1024_tokens(corpus, tok):
+    def lengths(kind, n):
+        # Tokenizing every dialogue takes ~8 s here, so take the n longest and the n shortest
+        # by characters (where the bounds are at stake) and every 10th of the rest.
+        texts = sorted((tok.apply_chat_template(r["conversations"]) for r in corpus[kind]), key=len)
+        chosen = texts[:n] + texts[n:-n:10] + texts[-n:]
+        return [len(ids) for ids in tok.encode_batch(chosen)]
+    assert max(lengths("sft", 300)) <= 512
+    long = lengths("sft_long", 150)
+    assert max(long) <= 1024
+    assert sum(n >= 512 for n in long) >= 0.9 * len(long)
+
+
+def test_facts_agree_across_stages(corpus):
+    texts = [r["text"] for r in corpus["pretrain"]]
+    texts += [m["content"] for r in corpus["sft"] + corpus["sft_long"] for m in r["conversations"]]
+    texts += [r["chosen"][-1]["content"] for r in corpus["dpo"]]  # only the chosen side is true
+    homes = colors = 0
+    for text in texts:
+        for name, home in re.findall(rf"({NAMES})住在([^。，]+)。", text):
+            assert home == HOMES[name], text
+            homes += 1
+        for name, color in re.findall(rf"({NAMES})是(\w{{1,2}}色)的", text):
+            assert color == COLORS[name], text
+            colors += 1
+    assert homes > 1000 and colors > 1000
+    rejected = [r["rejected"][-1]["content"] for r in corpus["dpo"]]
+    assert any(re.search(r"派大星住在(?!石头下面)", t) for t in rejected)  # DPO does carry false facts
+
+
+# ---------------------------------------------------------------- r1: every problem re-solved
+
+R1_REPLY = re.compile(r"<think>\n(.+)\n</think>\n<answer>\n(.+)\n</answer>", re.DOTALL)
+EQUATION = re.compile(r"(\d+) ([-+×÷]) (\d+) = (\d+)")
+
+
+def solve(q: str) -> tuple[str, str]:
+    """An independent solver for the demo's problem kinds, reading only the question:
+    returns (which kind it recognised, the answer)."""
+    n = [int(x) for x in re.findall(r"\d+", q.split("\n")[0])]
+    if m := re.search(r"篮子里有这些东西：(.+)。篮子里有几\w(.+)？", q):
+        return "count", str(m.group(1).split("、").count(m.group(2)))
+    if m := re.search(r"哪个数(最大|最小)", q):
+        options = dict(re.findall(r"^([ABCD])\. (\d+)$", q, re.M))
+        pick = max if m.group(1) == "最大" else min
+        return "extreme", pick(options, key=lambda k: int(options[k]))
+    if m := re.search(r"今天是(星期.)。再过(\d+)天", q):
+        day = WEEK[(WEEK.index(m.group(1)) + int(m.group(2))) % 7]
+        return "weekday", {v: k for k, v in re.findall(r"^([ABCD])\. (星期.)$", q, re.M)}[day]
+    if "平均分给" in q:
+        assert n[0] % n[1] == 0, q
+        return "share", str(n[0] // n[1])
+    if "每个盒子里有" in q:
+        return "boxes", str(n[0] * n[1])
+    if "买了" in q and "还剩多少枚金币" in q:  # money, price, count
+        return "shopping", str(n[0] - n[1] * n[2])
+    if re.search(r"少\d+", q):  # b has y more than a, c has z fewer than b
+        return "chain", str(n[0] + n[1] - n[2])
+    if "三天一共" in q:
+        return "three_days", str(sum(n))
+    if "还剩" in q:
+        return "take_away", str(n[0] - n[1])
+    if "多多少" in q:
+        return "difference", str(n[0] - n[1])
+    if "又送给" in q or "又给了" in q:
+        return "add", str(n[0] + n[1])
+    raise AssertionError(f"no solver for: {q}")
+
+
+def test_r1_answers_are_tagged_correct_and_match_gold(corpus):
+    kinds = set()
+    for i, r in enumerate(corpus["r1"]):
+        assert set(r) == {"conversations", "answer"}
+        (user, assistant) = r["conversations"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        m = R1_REPLY.fullmatch(assistant["content"])
+        assert m, assistant["content"]
+        think, answer = m.groups()
+        for tag in ("<think>", "</think>", "<answer>", "</answer>"):
+            assert assistant["content"].count(tag) == 1
+        kind, solved = solve(user["content"])
+        assert answer == r["answer"] == solved, f"r1:{i + 1}: {user['content']}"
+        for a, op, b, c in EQUATION.findall(think):
+            a, b, c = int(a), int(b), int(c)
+            assert (a + b if op == "+" else a - b if op == "-" else a * b if op == "×" else a / b) == c, think
+        kinds.add(kind)
+    assert len(kinds) == 11  # every kind of problem occurs
+
+
+def test_r1_numeric_answers_come_from_the_last_step(corpus):
+    for r in corpus["r1"]:
+        think = R1_REPLY.fullmatch(r["conversations"][1]["content"]).group(1)
+        equations = EQUATION.findall(think)
+        if r["answer"].isdigit() and equations:
+            assert equations[-1][3] == r["answer"], think
+
+
+# ---------------------------------------------------------------- determinism and caching
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    for kind in DEMO_KINDS:
+        a = ensure_demo_corpus(kind, tmp_path / "a", seed=3, size=200).read_bytes()
+        b = ensure_demo_corpus(kind, tmp_path / "b", seed=3, size=200).read_bytes()
+        c = ensure_demo_corpus(kind, tmp_path / "c", seed=4, size=200).read_bytes()
+        assert a == b and a != c, kind
+    # A smaller size is a prefix of a larger one: the size only says where to stop.
+    assert list(demo_records("sft", 3, 50)) == list(demo_records("sft", 3, 200))[:50]
+
+
+def test_second_call_is_a_no_op_and_a_new_seed_regenerates(tmp_path):
+    path = ensure_demo_corpus("r1", tmp_path, seed=0, size=100)
+    meta = tmp_path / "r1.meta.json"
+    stamps = path.stat().st_mtime_ns, meta.stat().st_mtime_ns
+    assert ensure_demo_corpus("r1", tmp_path, seed=0, size=100) == path
+    assert (path.stat().st_mtime_ns, meta.stat().st_mtime_ns) == stamps
+    before = path.read_bytes()
+    ensure_demo_corpus("r1", tmp_path, seed=1, size=100)
+    assert path.read_bytes() != before and json.loads(meta.read_text())["seed"] == 1
+    assert demo_corpus_current("r1", tmp_path, seed=1, size=100)
+    assert not demo_corpus_current("r1", tmp_path, seed=1, size=101)
+
+
+def test_truncated_file_or_new_generator_version_regenerates(tmp_path, monkeypatch):
+    path = ensure_demo_corpus("sft", tmp_path, size=50)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    assert not demo_corpus_current("sft", tmp_path, size=50)
+    assert ensure_demo_corpus("sft", tmp_path, size=50).read_bytes() == good
+    monkeypatch.setattr(demo, "DEMO_VERSION", demo.DEMO_VERSION + 1)
+    assert not demo_corpus_current("sft", tmp_path, size=50)
+
+
+def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    path = ensure_demo_corpus("dpo", tmp_path, size=30)
+    old = path.read_bytes()
+    real = demo.demo_records
+
+    def dies_midway(kind, seed=0, size=None):
+        for i, rec in enumerate(real(kind, seed, size)):
+            if i == 10:
+                raise KeyboardInterrupt
+            yield rec
+
+    monkeypatch.setattr(demo, "demo_records", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo_corpus("dpo", tmp_path, seed=9, size=30)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_demo_corpus("pretrain", tmp_path, size=30)
+    assert path.read_bytes() == old  # the old file is whole, not half-replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dpo.jsonl"]  # no temp, no pretrain.jsonl
+    monkeypatch.setattr(demo, "demo_records", real)
+    assert not demo_corpus_current("dpo", tmp_path, seed=9, size=30)
+    assert read_jsonl(ensure_demo_corpus("dpo", tmp_path, seed=9, size=30)) == list(real("dpo", 9, 30))
+
+
+def test_bad_arguments_are_one_line_errors():
+    for kwargs in ({"kind": "sft2"}, {"kind": "sft", "size": 0}, {"kind": "sft", "seed": "x"}):
+        with pytest.raises(ValueError) as info:
+            list(demo_records(**kwargs))
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="pretrain, sft, sft_long, r1, dpo"):
+        ensure_demo_corpus("sft2")
+
+
+def test_command_line_writes_and_reports(tmp_path, capsys):
+    assert demo.main(["--kind", "r1", "--size", "5", "--out_dir", str(tmp_path), "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "r1.jsonl: 5 records" in out and "generated" in out and "<think>" in out
+    demo.main(["--kind", "r1", "--size", "5", "--out_dir", str(tmp_path), "--samples", "0"])
+    assert "already up to date" in capsys.readouterr().out
+    assert len(read_jsonl(tmp_path / "r1.jsonl")) == 5
