@@ -12,6 +12,7 @@ import sys
 import torch
 
 from model import DEFAULT_PRESET, PRESETS, SamplingConfig, SpongeBob, generate, get_preset
+from model.streaming import stream_text
 from tokenizer import TokenizerError, load_tokenizer
 
 
@@ -41,14 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"untrained model continues '{args.prompt}':")
     print(args.prompt, end="", flush=True)
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, top_k=50)
-    ids = []
-    for token_id in generate(model, tok.encode(args.prompt), sampling):
-        ids.append(token_id)
-        # Decode the whole tail so multi-byte characters split across tokens print whole.
-        text = tok.decode(ids)
-        if not text.endswith("\ufffd"):
-            print(text, end="", flush=True)
-            ids = []
+    # stream_text holds back a character until its last byte has arrived.
+    for chunk in stream_text(tok, generate(model, tok.encode(args.prompt), sampling)):
+        print(chunk, end="", flush=True)
     print()
 
 

@@ -112,7 +112,11 @@ def load_model(path: str | Path, tokenizer: TokenizerLike | None = None,
     if tokenizer is not None:
         check_tokenizer(config, ckpt.get("tokenizer", {}), tokenizer, str(path))
     model = SpongeBob(config)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as e:  # a weight whose shape does not fit the config
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: weights do not match its config ({detail[:200]})") from None
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match its config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -111,3 +111,12 @@ def test_checkpoint_carries_the_real_tokenizer_identity(tmp_path):
     assert read_checkpoint(tmp_path / "m.pth")["tokenizer"]["sha256"] == tok.identity()["sha256"]
     loaded, _ = load_model(tmp_path / "m.pth", tokenizer=tok)
     assert loaded.config.vocab_size == tok.vocab_size
+
+
+def test_weights_of_the_wrong_shape_are_a_clear_error(tmp_path):
+    _, path = saved_tiny(tmp_path)
+    ckpt = read_checkpoint(path)
+    ckpt["config"]["hidden_dim"] = 128  # the saved MLP weights are 160 wide
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="weights do not match its config"):
+        load_model(path)

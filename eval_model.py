@@ -1,0 +1,231 @@
+"""Try a trained model: `python eval_model.py --model_mode 0` continues your text.
+
+Model modes (which stage's checkpoint is loaded; --ckpt loads another file):
+  0  pretrain   out/pretrain.pth   continues prompts as raw text
+  1  sft        out/sft.pth        chat (arrives with the SFT stage)
+  2  distill    out/distill.pth    chat with its thinking shown apart (arrives with distillation)
+  3  sft_long   out/sft_long.pth   chat with longer context (arrives with long SFT)
+
+Where the prompts come from:
+  --prompt TEXT    that one prompt: prints the prompt, then streams its continuation
+  a terminal       an interactive loop: type a prompt, Enter; Ctrl-C stops a
+                   generation, Ctrl-D (or Ctrl-C at the prompt) quits
+  a pipe or file   one prompt per non-empty line, answered in order, one JSON
+                   line each: {"prompt": ..., "continuation": ...}
+
+Sampling: --temperature 0 is greedy; with --seed every prompt's output depends
+only on the prompt and the seed. Model details go to stderr, so a piped stdout
+holds only the outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from model import CheckpointError, SamplingConfig, SpongeBob, generate, load_model
+from model.streaming import stream_text
+from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
+from trainer.device import pick_device
+
+# mode -> (stage, the checkpoint that stage's script writes)
+MODEL_MODES: dict[int, tuple[str, str]] = {
+    0: ("pretrain", "out/pretrain.pth"),
+    1: ("sft", "out/sft.pth"),
+    2: ("distill", "out/distill.pth"),
+    3: ("sft_long", "out/sft_long.pth"),
+}
+STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "distill": "distill.py", "sft_long": "sft_long.py"}
+PROMPT_MARKER = "> "
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_mode", type=int, default=0, choices=sorted(MODEL_MODES),
+                   help="0 pretrain (continue text), 1 sft, 2 distill, 3 sft_long; picks the default --ckpt")
+    p.add_argument("--ckpt", default=None, help="checkpoint to load instead of the mode's out/<stage>.pth")
+    p.add_argument("--prompt", default=None, help="continue this one prompt and exit (default: read stdin)")
+    p.add_argument("--max_new_tokens", type=int, default=200, help="most tokens to generate per prompt")
+    p.add_argument("--temperature", type=float, default=0.7,
+                   help="sampling temperature; 0 = greedy (always the most likely token)")
+    p.add_argument("--top_p", type=float, default=0.9,
+                   help="nucleus sampling: keep the most likely tokens up to this probability mass; 1 = off")
+    p.add_argument("--top_k", type=int, default=0, help="keep only the k most likely tokens; 0 = off")
+    # 1.1: small models fall into loops (the most reported complaint about them),
+    # while a stronger penalty (CTRL's 1.2) also hits characters such as 的 and ，
+    # that rightly recur in every Chinese sentence. The penalty covers the prompt too.
+    p.add_argument("--repetition_penalty", type=float, default=1.1,
+                   help="divide the scores of tokens already in the text by this; 1 = off")
+    p.add_argument("--seed", type=int, default=None,
+                   help="sampling seed: the same prompt and seed give the same output (default: random)")
+    p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (cuda, then mps, then cpu)")
+    return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        parser.error(f"--max_new_tokens {args.max_new_tokens}: must be at least 1")
+    if args.temperature < 0:
+        parser.error(f"--temperature {args.temperature}: must be 0 (greedy) or more")
+    if not 0 < args.top_p <= 1:
+        parser.error(f"--top_p {args.top_p}: must be in (0, 1]")
+    if args.top_k < 0:
+        parser.error(f"--top_k {args.top_k}: must be 0 (off) or more")
+    if args.repetition_penalty <= 0:
+        parser.error(f"--repetition_penalty {args.repetition_penalty}: must be above 0 (1 = off)")
+
+
+def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.device]:
+    """The model and tokenizer for args, with a one-line description on stderr."""
+    stage, default_path = MODEL_MODES[args.model_mode]
+    path = Path(args.ckpt or default_path)
+    if not path.is_file():
+        how = "check the path" if args.ckpt else f"run python {STAGE_SCRIPTS[stage]} first, or pass --ckpt"
+        raise UserError(f"{path} not found: {how}")
+    try:
+        device = pick_device(args.device)
+    except ValueError as e:  # a known device that this machine does not have
+        raise UserError(str(e)) from None
+    except RuntimeError:  # torch.device("nonsense")
+        raise UserError(f"--device {args.device}: not a device; use cuda, cuda:N, mps, cpu or auto") from None
+    try:
+        tok = load_tokenizer()
+        model, meta = load_model(path, tokenizer=tok, device=device)
+    except (CheckpointError, TokenizerError) as e:
+        raise UserError(str(e)) from None
+    trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
+    print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
+          f"device {device}", file=sys.stderr)
+    return model, tok, device
+
+
+def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: SamplingConfig,
+                 seed: int | None, device: torch.device) -> Iterator[str]:
+    """Stream the text that follows prompt, in chunks that never split a character."""
+    # The prompt opens a fresh document: in the packed pretraining stream every
+    # document starts right after the <|endoftext|> that ends the one before.
+    prompt_ids = [tok.endoftext_id] + tok.encode(prompt)
+    generator = None
+    if seed is not None:
+        # Seeded per prompt, so an output does not depend on the prompts before it.
+        generator = torch.Generator(device=device).manual_seed(seed)
+    yield from stream_text(tok, generate(model, prompt_ids, sampling, generator=generator))
+
+
+def write_plain(prompt: str, chunks: Iterable[str], out: TextIO) -> None:
+    """The prompt, then its continuation as it is generated."""
+    out.write(prompt)
+    out.flush()
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+def write_json_line(prompt: str, chunks: Iterable[str], out: TextIO) -> None:
+    """One JSON object on one line per prompt, still streamed: the continuation's
+    characters are escaped chunk by chunk, so its newlines cannot break the line."""
+    out.write(f'{{"prompt": {json.dumps(prompt, ensure_ascii=False)}, "continuation": "')
+    out.flush()
+    for chunk in chunks:
+        out.write(json.dumps(chunk, ensure_ascii=False)[1:-1])
+        out.flush()
+    out.write('"}\n')
+    out.flush()
+
+
+def prompt_lines(stdin: TextIO) -> Iterator[str]:
+    """Non-empty lines of a piped stdin, read lazily so a pipe is answered as it arrives."""
+    # Read bytes where we can, so bad input is reported with its exact line.
+    for line_no, line in enumerate(getattr(stdin, "buffer", stdin), start=1):
+        if isinstance(line, bytes):
+            try:  # utf-8-sig drops the byte-order mark some Windows editors put first
+                line = line.decode("utf-8-sig" if line_no == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"stdin line {line_no}: not valid UTF-8 text") from None
+        line = line.rstrip("\r\n")
+        if line.strip():
+            yield line
+
+
+def interactive(answer: Callable[[str], Iterable[str]], out: TextIO) -> None:
+    """Prompt, continue, repeat. Ctrl-C stops one generation; Ctrl-D or Ctrl-C at the prompt quits."""
+    try:  # line editing and history for input(), where the platform has readline
+        importlib.import_module("readline")
+    except ImportError:
+        pass
+    print("type a prompt and press Enter; Ctrl-C stops a generation, Ctrl-D quits", file=sys.stderr)
+    while True:
+        try:
+            prompt = input(PROMPT_MARKER)
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            return
+        if not prompt.strip():
+            continue
+        try:
+            write_plain(prompt, answer(prompt), out)
+        except KeyboardInterrupt:
+            out.write("\n")
+
+
+def run(args: argparse.Namespace) -> None:
+    model, tok, device = load(args)
+    stage = MODEL_MODES[args.model_mode][0]
+    if args.model_mode != 0:
+        # Chat modes load the same checkpoints; the chat loop itself comes with
+        # the SFT stage. Continuation works with any checkpoint meanwhile.
+        raise UserError(f"model mode {args.model_mode} ({stage}) is a chat mode, and chat arrives with "
+                        f"the SFT stage; to continue raw text with this checkpoint use --model_mode 0 "
+                        f"--ckpt {args.ckpt or MODEL_MODES[args.model_mode][1]}")
+    # A pretrained model ends a document with <|endoftext|>; <|im_end|> is a
+    # chat-turn end that a continuation should not run past either.
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                              stop_ids=(tok.endoftext_id, tok.eos_id))
+
+    def answer(prompt: str) -> Iterator[str]:
+        return continuation(model, tok, prompt, sampling, args.seed, device)
+
+    if args.prompt is not None:
+        write_plain(args.prompt, answer(args.prompt), sys.stdout)
+    elif sys.stdin.isatty():
+        interactive(answer, sys.stdout)
+    else:
+        for prompt in prompt_lines(sys.stdin):
+            write_json_line(prompt, answer(prompt), sys.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    try:
+        run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C outside the interactive loop
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `python eval_model.py < prompts.txt | head`
+        # Python would complain again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
