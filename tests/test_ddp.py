@@ -44,8 +44,12 @@ def ddp_worker(rank, world_size, port, out_dir):
 
 
 def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    torch.set_num_threads(1)
-    steps = train(tmp_path / "single", batch_size=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # like each DDP worker, so both sides sum in the same order
+    try:
+        steps = train(tmp_path / "single", batch_size=4)
+    finally:
+        torch.set_num_threads(threads)
     assert steps == 4  # 16 rows / (4 x 2) per step x 2 epochs
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
 

@@ -64,8 +64,9 @@ def test_accumulation_gives_the_same_update_as_one_big_batch(tmp_path, with_weig
         for g_big, g_acc in zip(grads[0], grads[other]):
             # Same gradient up to float summation order (the naive way is off by > 2%, below).
             assert ((g_acc - g_big).norm() / g_big.norm()).item() < 1e-5
-        # Adam's update is ~lr per weight, so float noise shows at ~1e-6 of lr 1e-3 at most.
-        assert_same_weights(final[0], final[other], atol=1e-6)
+        # Adam divides by sqrt(v), which magnifies float noise on near-zero
+        # gradients; the weights agree to 0.5% of one step's size (lr 1e-3).
+        assert_same_weights(final[0], final[other], atol=5e-6)
 
 
 def test_per_micro_batch_averaging_would_fail_that_test(tmp_path):

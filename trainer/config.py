@@ -100,7 +100,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     """One flag per TrainConfig field. Defaults are suppressed so that we can
     tell which flags were actually given (they must win over a config file)."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     argument_default=argparse.SUPPRESS)
+                                     argument_default=argparse.SUPPRESS,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(TrainConfig):
         flag, help_text = f"--{f.name}", f.metadata["help"]
         if f.type == "bool":

@@ -22,7 +22,7 @@ import torch
 from model import CheckpointError, SpongeBob, get_preset, load_model
 from tokenizer import SpongeTokenizer, load_tokenizer
 from .checkpoints import RunPaths
-from .config import TrainConfig, config_dict
+from .config import ConfigError, TrainConfig, config_dict, parse_config
 from .device import pick_device, pick_dtype
 from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
 from .engine import LossFn, Trainer, TrainingError, default_loss
@@ -37,6 +37,16 @@ class StageData:
 
 
 DataBuilder = Callable[[TrainConfig, SpongeTokenizer, DistInfo], StageData]
+
+
+def cli_config(description: str, stage_defaults: dict[str, Any],
+               demo_defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """parse_config over sys.argv; a bad config file is one line and exit 2."""
+    try:
+        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def check_out_dir(out_dir: str) -> None:

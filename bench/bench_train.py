@@ -1,0 +1,177 @@
+"""Training throughput of the engine against plain baselines, side by side in one run.
+
+    python -m bench.bench_train                       # CPU, 29M preset, seq 512
+    python -m bench.bench_train --device cuda --dtype bfloat16 --compile --batch_size 84
+
+Three ways to train the same model config on the same real text, each timed
+for --steps optimizer steps after a warm-up:
+  engine   trainer.Trainer.train_step on packed rows (PretrainDataset): every
+           position is a real token
+  padded   the reference recipe: each document in its own row, truncated or
+           padded to seq_len, a plain forward/backward/AdamW step, no compile
+  hf       transformers' LlamaForCausalLM on the same packed rows (if installed)
+"Useful" tokens/s counts only positions whose target is a real token, which
+is what training progress depends on. Also reports loader time as a fraction
+of the engine's step time, and MFU on a known GPU.
+The text is real Chinese pretraining text from ../shared/data when present,
+else the built-in demo corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.device_info import describe_device
+from dataset.demo import ensure_demo_corpus
+from dataset.pretokenize import pretokenize
+from dataset.pretrain_dataset import PretrainDataset
+from model import IGNORE_INDEX, SpongeBob, get_preset
+from tokenizer import load_tokenizer
+from trainer import Trainer, parse_config
+from trainer.device import flops_per_token, peak_flops, pick_dtype
+from trainer.distributed import DistInfo
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+REAL_TEXT = ["steel-llm-samples/2021-31_zh_head_0000_sample.jsonl", "steel-llm-samples/wanjuan_sample.jsonl",
+             "steel-llm-samples/wiki_sample.json", "luxun"]
+
+
+def corpus_paths() -> tuple[list[str], str]:
+    real = [str(SHARED / p) for p in REAL_TEXT if (SHARED / p).exists()]
+    if real:
+        return real, "real Chinese text from ../shared/data (" + ", ".join(REAL_TEXT) + ")"
+    return [str(ensure_demo_corpus("pretrain"))], "the built-in demo corpus (../shared/data absent)"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def padded_batches(tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, batch_size: int, count: int):
+    """The reference layout: one document per row, cut or padded to seq_len."""
+    ends = np.append(doc_starts[1:], len(tokens))
+    for b in range(count):
+        ids = torch.zeros(batch_size, seq_len + 1, dtype=torch.long)
+        targets_mask = torch.zeros(batch_size, seq_len + 1, dtype=torch.bool)
+        for i in range(batch_size):
+            d = (b * batch_size + i) % len(doc_starts)
+            doc = torch.from_numpy(tokens[doc_starts[d]:ends[d]].astype(np.int64))[: seq_len + 1]
+            ids[i, :len(doc)] = doc
+            targets_mask[i, :len(doc)] = True
+        targets = ids[:, 1:].masked_fill(~targets_mask[:, 1:], IGNORE_INDEX)
+        yield {"input_ids": ids[:, :-1], "targets": targets}
+
+
+def time_steps(step_fn, batches, steps: int, device: torch.device) -> tuple[float, int, int]:
+    """(seconds, positions, useful positions) over `steps` calls after one warm-up call."""
+    step_fn(batches[0])
+    synchronize(device)
+    start, positions, useful = time.perf_counter(), 0, 0
+    for batch in batches[1:steps + 1]:
+        step_fn(batch)
+        positions += batch[0]["input_ids"].numel() * len(batch)
+        useful += sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in batch)
+    synchronize(device)
+    return time.perf_counter() - start, positions, useful
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="spongebob-29m", help="model preset")
+    p.add_argument("--seq_len", type=int, default=512, help="tokens per row")
+    p.add_argument("--batch_size", type=int, default=8, help="rows per step")
+    p.add_argument("--steps", type=int, default=3, help="timed optimizer steps per variant")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    p.add_argument("--skip_hf", action="store_true", help="do not run the transformers baseline")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    dtype = pick_dtype(args.dtype, device)
+    paths, source = corpus_paths()
+    corpus = pretokenize(paths, load_tokenizer(), show_progress=False)
+    print(f"device: {describe_device(args.device)}")
+    print(f"model {args.preset}, seq {args.seq_len}, batch {args.batch_size}, {str(dtype)[6:]}, "
+          f"{'compiled' if args.compile else 'eager'}; text: {source}")
+
+    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=args.batch_size, accumulation_steps=1,
+                                         max_seq_len=args.seq_len, compile=args.compile, out_dir="out/bench/train",
+                                         warmup_steps=1, device=args.device, epochs=1))
+    torch.manual_seed(0)
+    data = PretrainDataset(corpus.train, args.seq_len, seed=0)
+    engine = Trainer(cfg, SpongeBob(get_preset(args.preset)), data, None, {}, "bench", device, dtype, DistInfo())
+    stream = data.batches(args.batch_size, epoch=0)
+    load_start = time.perf_counter()
+    packed = [[next(stream)] for _ in range(args.steps + 1)]
+    load_s = (time.perf_counter() - load_start) / len(packed)
+    results = {"engine": time_steps(engine.train_step, packed, args.steps, device)}
+
+    torch.manual_seed(0)
+    plain = SpongeBob(get_preset(args.preset)).to(device)
+    opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+
+    def plain_step(micro: list[dict]) -> None:
+        batch = {k: v.to(device) for k, v in micro[0].items()}
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = plain(batch["input_ids"], targets=batch["targets"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    padded = [[b] for b in padded_batches(corpus.train.tokens, corpus.train.doc_starts, args.seq_len,
+                                          args.batch_size, args.steps + 1)]
+    results["padded"] = time_steps(plain_step, padded, args.steps, device)
+    if not args.skip_hf:
+        results.update(hf_baseline(args, packed, device, dtype))
+    report(results, args, load_s, device)
+
+
+def hf_baseline(args: argparse.Namespace, packed: list, device: torch.device, dtype: torch.dtype) -> dict:
+    try:
+        import transformers
+    except ImportError:
+        print("hf: transformers not installed, skipped")
+        return {}
+    from model.hf import hf_config_dict
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**hf_config_dict(get_preset(args.preset))))
+    hf = hf.to(device).train()
+    opt = torch.optim.AdamW(hf.parameters(), lr=1e-4)
+
+    def hf_step(micro: list[dict]) -> None:
+        ids = micro[0]["input_ids"].to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = hf(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return {"hf": time_steps(hf_step, packed, args.steps, device)}
+
+
+def report(results: dict, args: argparse.Namespace, load_s: float, device: torch.device) -> None:
+    cfg = get_preset(args.preset)
+    n_params = SpongeBob(cfg).num_parameters()
+    per_token = flops_per_token(n_params, cfg.n_layers, cfg.dim, args.seq_len)
+    peak = peak_flops(device)
+    useful_rate = {}
+    for name, (seconds, positions, useful) in results.items():
+        useful_rate[name] = useful / seconds
+        mfu = f", MFU {100 * per_token * positions / seconds / peak:.1f}%" if peak else ""
+        print(f"  {name:>7}: {positions / seconds:9,.0f} tokens/s, {useful / seconds:9,.0f} useful tokens/s "
+              f"({100 * (1 - useful / positions):.1f}% padding){mfu}")
+    for name in results:
+        if name != "engine":
+            print(f"  engine / {name}: {useful_rate['engine'] / useful_rate[name]:.2f}x useful tokens/s")
+    step_s = results["engine"][0] / args.steps
+    print(f"  loader: {1000 * load_s:.2f} ms per batch = {100 * load_s / step_s:.2f}% of the engine's "
+          f"{step_s:.2f} s step")
+
+
+if __name__ == "__main__":
+    main()
