@@ -3,8 +3,8 @@
     python -m bench.bench_train                       # CPU, 29M preset, seq 512
     python -m bench.bench_train --device cuda --dtype bfloat16 --compile --batch_size 84
 
-Three ways to train the same model config on the same real text, each timed
-for --steps optimizer steps after a warm-up:
+Three ways to train the same model config on the same real text, taking
+turns step by step for --steps timed optimizer steps each, after a warm-up:
   engine   trainer.Trainer.train_step on packed rows (PretrainDataset): every
            position is a real token
   padded   the reference recipe: each document in its own row, truncated or
@@ -53,13 +53,15 @@ def synchronize(device: torch.device) -> None:
 
 
 def padded_batches(tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, batch_size: int, count: int):
-    """The reference layout: one document per row, cut or padded to seq_len."""
+    """The reference layout: one document per row, cut or padded to seq_len.
+    Documents are drawn at random (seeded) so the rows are typical of the corpus."""
     ends = np.append(doc_starts[1:], len(tokens))
+    picks = np.random.default_rng(0).permutation(len(doc_starts))
     for b in range(count):
         ids = torch.zeros(batch_size, seq_len + 1, dtype=torch.long)
         targets_mask = torch.zeros(batch_size, seq_len + 1, dtype=torch.bool)
         for i in range(batch_size):
-            d = (b * batch_size + i) % len(doc_starts)
+            d = picks[(b * batch_size + i) % len(picks)]
             doc = torch.from_numpy(tokens[doc_starts[d]:ends[d]].astype(np.int64))[: seq_len + 1]
             ids[i, :len(doc)] = doc
             targets_mask[i, :len(doc)] = True
@@ -67,17 +69,27 @@ def padded_batches(tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, bat
         yield {"input_ids": ids[:, :-1], "targets": targets}
 
 
-def time_steps(step_fn, batches, steps: int, device: torch.device) -> tuple[float, int, int]:
-    """(seconds, positions, useful positions) over `steps` calls after one warm-up call."""
-    step_fn(batches[0])
-    synchronize(device)
-    start, positions, useful = time.perf_counter(), 0, 0
-    for batch in batches[1:steps + 1]:
-        step_fn(batch)
-        positions += batch[0]["input_ids"].numel() * len(batch)
-        useful += sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in batch)
-    synchronize(device)
-    return time.perf_counter() - start, positions, useful
+def time_interleaved(variants: dict, steps: int, device: torch.device) -> dict[str, tuple[float, int, int]]:
+    """{name: (seconds, positions, useful positions)} over `steps` timed steps per variant.
+
+    The variants take turns step by step (after one warm-up step each), so a
+    slow phase of the machine (another process, CPU frequency, allocator
+    warm-up) costs all of them alike instead of whichever ran first.
+    """
+    for step_fn, batches in variants.values():
+        step_fn(batches[0])
+    totals = {name: [0.0, 0, 0] for name in variants}
+    for i in range(1, steps + 1):
+        for name, (step_fn, batches) in variants.items():
+            batch = batches[i]
+            synchronize(device)
+            start = time.perf_counter()
+            step_fn(batch)
+            synchronize(device)
+            totals[name][0] += time.perf_counter() - start
+            totals[name][1] += batch[0]["input_ids"].numel()
+            totals[name][2] += int((batch[0]["targets"] != IGNORE_INDEX).sum())
+    return {name: tuple(t) for name, t in totals.items()}
 
 
 def main() -> None:
@@ -109,7 +121,7 @@ def main() -> None:
     load_start = time.perf_counter()
     packed = [[next(stream)] for _ in range(args.steps + 1)]
     load_s = (time.perf_counter() - load_start) / len(packed)
-    results = {"engine": time_steps(engine.train_step, packed, args.steps, device)}
+    variants = {"engine": (engine.train_step, packed)}
 
     torch.manual_seed(0)
     plain = SpongeBob(get_preset(args.preset)).to(device)
@@ -125,10 +137,10 @@ def main() -> None:
 
     padded = [[b] for b in padded_batches(corpus.train.tokens, corpus.train.doc_starts, args.seq_len,
                                           args.batch_size, args.steps + 1)]
-    results["padded"] = time_steps(plain_step, padded, args.steps, device)
+    variants["padded"] = (plain_step, padded)
     if not args.skip_hf:
-        results.update(hf_baseline(args, packed, device, dtype))
-    report(results, args, load_s, device)
+        variants.update(hf_baseline(args, packed, device, dtype))
+    report(time_interleaved(variants, args.steps, device), args, load_s, device)
 
 
 def hf_baseline(args: argparse.Namespace, packed: list, device: torch.device, dtype: torch.dtype) -> dict:
@@ -151,7 +163,7 @@ def hf_baseline(args: argparse.Namespace, packed: list, device: torch.device, dt
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return {"hf": time_steps(hf_step, packed, args.steps, device)}
+    return {"hf": (hf_step, packed)}
 
 
 def report(results: dict, args: argparse.Namespace, load_s: float, device: torch.device) -> None:

@@ -6,7 +6,7 @@ end with nothing downloaded. The text is generated here from templates about
 from anywhere, and it is regular enough that a tiny model visibly learns it.
 
     out/demo/{kind}.jsonl   record                                        default size
-    pretrain    {"text"}: 1-3 short paragraphs                 11,000 records, about 2.0M characters
+    pretrain    {"text"}: 1-3 short paragraphs                  7,000 records, about 1.3M characters
     sft         {"conversations"}: 1-4 turns, identity Q&A     12,000 dialogues, each under 512 tokens
     sft_long    {"conversations"}: many turns                  2,000 dialogues of 512-1024 tokens
     r1          {"conversations", "answer"}: <think>/<answer>  6,000 problems with gold answers
@@ -42,7 +42,7 @@ DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root 
 DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo")
 DEMO_VERSION = 1  # bump when the output changes in a way the source fingerprint would not show
 # Records per kind: each file is a few MB and takes about a second to write.
-DEFAULT_SIZES: dict[str, int] = {"pretrain": 11_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000}
+DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000}
 _MAKERS: dict[str, Callable[[random.Random], dict]] = {
     "pretrain": pretrain_record, "sft": sft_record, "sft_long": sft_long_record,
     "r1": r1_record, "dpo": dpo_record,

@@ -151,3 +151,21 @@ def test_out_of_memory_says_which_flags_to_lower(tmp_path, monkeypatch, capsys):
     data = write_corpus(tmp_path / "c.jsonl", n_docs=30)
     code, last = run_inline(["--data_path", str(data)], tmp_path, monkeypatch, capsys)
     assert code == 1 and "out of memory at --batch_size 4" in last and "--accumulation_steps" in last
+
+
+def test_use_wandb_without_the_package_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` fail
+    data = write_corpus(tmp_path / "c.jsonl", n_docs=30)
+    code, last = run_inline(["--data_path", str(data), "--use_wandb"], tmp_path, monkeypatch, capsys)
+    assert code == 2 and "pip install wandb" in last
+
+
+def test_wandb_logs_offline_with_no_network_or_account(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("wandb")  # optional dependency: skipped where it is not installed
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    data = write_corpus(tmp_path / "c.jsonl", n_docs=30)
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config([*TINY, "--max_steps", "2", "--data_path", str(data), "--use_wandb"], "t",
+                       pretrain.REFERENCE, pretrain.DEMO)
+    run_stage(cfg, "pretrain", pretrain.build_data)
+    assert list((tmp_path / "out" / "pretrain" / "wandb").glob("offline-run-*"))

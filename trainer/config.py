@@ -29,13 +29,13 @@ class TrainConfig:
     # data
     data_path: list[str] = _f([], "training files or folders (.jsonl/.json/.txt/.parquet/.csv); "
                                   "empty = the built-in demo corpus")
-    text_field: str = _f("", "JSON/CSV field holding the text (default: detect)")
+    text_field: str = _f("", "JSON/CSV field holding the text; empty = detect it")
     skip_bad: bool = _f(False, "skip malformed records and report counts instead of stopping at the first")
     val_fraction: float = _f(0.01, "fraction of documents held out for validation loss")
     max_seq_len: int = _f(512, "tokens per training row")
     # model
     preset: str = _f("spongebob-29m", "model preset for a model trained from scratch")
-    init: str = _f("", "checkpoint to start from (its config is used; --preset is ignored)")
+    init: str = _f("", "checkpoint to start from, its config included; empty = a new model from --preset")
     # schedule
     epochs: int = _f(2, "passes over the training data")
     max_steps: int = _f(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap)")
@@ -96,14 +96,29 @@ def _parse_floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
-    """One flag per TrainConfig field. Defaults are suppressed so that we can
-    tell which flags were actually given (they must win over a config file)."""
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return repr(value) if value == "" else str(value)
+
+
+def build_parser(description: str, defaults: dict[str, Any] | None = None,
+                 demo_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """One flag per TrainConfig field, its help ending with the stage's default
+    (and the demo's, where it differs). argparse's own defaults are suppressed
+    so that we can tell which flags were given: they must win over a config file."""
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
                                      argument_default=argparse.SUPPRESS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults, demo_defaults = defaults or {}, demo_defaults or {}
     for f in fields(TrainConfig):
         flag, help_text = f"--{f.name}", f.metadata["help"]
+        if f.name != "config":
+            default = defaults.get(f.name, field_default(f.name))
+            help_text += f" (default: {_shown(default)}"
+            if f.name in demo_defaults and demo_defaults[f.name] != default:
+                help_text += f"; demo: {_shown(demo_defaults[f.name])}"
+            help_text = help_text.replace("%", "%%") + ")"
         if f.type == "bool":
             # `--use_wandb` alone means true; `--use_wandb false` turns it off
             # (the reference's type=bool flag could never be switched off).
@@ -146,7 +161,7 @@ def read_config_file(path: str) -> dict[str, Any]:
 def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[str, Any] | None = None,
                  demo_defaults: dict[str, Any] | None = None) -> TrainConfig:
     """Layer defaults, the optional config file and the flags into a TrainConfig."""
-    parser = build_parser(description)
+    parser = build_parser(description, stage_defaults, demo_defaults)
     given, unknown = parser.parse_known_args(argv)
     for arg in unknown:
         if arg.startswith("-"):
