@@ -14,6 +14,7 @@ accumulation, checkpoints, resume and DDP live in trainer/):
 from dataset.demo import ensure_demo_corpus
 from dataset.pretokenize import describe, pretokenize
 from dataset.pretrain_dataset import PretrainDataset
+from tokenizer import SpongeTokenizer
 from trainer import StageData, TrainConfig, cli_config, run_stage
 from trainer.distributed import DistInfo
 
@@ -33,7 +34,7 @@ REAL_DATA_HINT = """To train on real data, for example MiniMind's pretrain_hq.js
     torchrun --nproc_per_node N pretrain.py --data_path path/to/pretrain_hq.jsonl"""
 
 
-def build_data(cfg: TrainConfig, tok, dist: DistInfo) -> StageData:
+def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
     paths = cfg.data_path
     if not paths:
         paths = [str(ensure_demo_corpus("pretrain"))]

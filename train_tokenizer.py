@@ -21,6 +21,7 @@ shared data, with (same command and data -> byte-identical tokenizer.json):
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -76,7 +77,7 @@ def read_sample(args: argparse.Namespace, skip: SkipStats | None) -> Sample:
     texts = iter_texts(paths, text_field=args.text_field, skip=skip)
     # disable=None: no bar when stderr is not a terminal (logs, tests).
     with tqdm(desc="reading", unit=" docs", disable=None) as bar:
-        def counted():
+        def counted() -> Iterator[str]:
             for _where, text in texts:
                 bar.update()
                 yield text

@@ -34,9 +34,10 @@ import torch
 from tokenizers import Tokenizer
 
 from bench.device_info import describe_device
-from dataset.pretokenize import pretokenize
+from dataset.pretokenize import TokenizedCorpus, pretokenize
 from dataset.pretrain_dataset import PretrainDataset
 from dataset.readers import SkipStats, iter_texts
+from tokenizer import SpongeTokenizer
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
 
@@ -61,7 +62,7 @@ def write_corpus(path: Path, seed: int) -> int:
     return len(texts)
 
 
-def stage_rates(corpus: Path, tok) -> float:
+def stage_rates(corpus: Path, tok: SpongeTokenizer) -> float:
     """MB/s of each stage on one core, over the first ~4 MB of text; returns the
     seconds per MB of the GIL-bound stages, which cap pretokenize's speed."""
     start, texts, size = time.perf_counter(), [], 0
@@ -90,7 +91,7 @@ def stage_rates(corpus: Path, tok) -> float:
     return serial
 
 
-def throughput(corpus: Path, tok, work: Path):
+def throughput(corpus: Path, tok: SpongeTokenizer, work: Path) -> TokenizedCorpus:
     mb = corpus.stat().st_size / 1e6
     cache_root = work / "cache"
     shutil.rmtree(cache_root, ignore_errors=True)
@@ -106,7 +107,7 @@ def throughput(corpus: Path, tok, work: Path):
     return result
 
 
-def padding(corpus) -> None:
+def padding(corpus: TokenizedCorpus) -> None:
     """Share of row slots that are padding, ours against one document per 512-token row."""
     lengths = np.concatenate([np.diff(np.r_[tf.doc_starts, tf.n_tokens]) for tf in (corpus.train, corpus.val)])
     n_tokens = int(lengths.sum())
@@ -150,7 +151,7 @@ def step_ms(device: str, batch_size: int, steps: int = 3) -> float:
     return sum(times) / len(times) * 1e3
 
 
-def loader_share(corpus, device: str, step_batch: int, skip_step: bool) -> None:
+def loader_share(corpus: TokenizedCorpus, device: str, step_batch: int, skip_step: bool) -> None:
     ds = PretrainDataset(corpus.train, SEQ_LEN, seed=0)
     for batch_size in sorted({84, 8, step_batch}, reverse=True):
         ms = loader_ms(ds, batch_size)

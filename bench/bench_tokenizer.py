@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
@@ -36,6 +37,9 @@ from tokenizer import DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS
 from tokenizer.sample import sample_texts
 from tokenizer.train import compression
 import train_tokenizer
+
+if TYPE_CHECKING:  # imported lazily below: only --compare_sentencepiece needs it
+    import sentencepiece
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -55,11 +59,11 @@ UNSEEN_SOURCES = (
 UNSEEN_CHARS_PER_SOURCE = 400_000
 
 
-def source_paths(patterns) -> list[Path]:
+def source_paths(patterns: list[str]) -> list[Path]:
     return [p for pattern in patterns for p in sorted(DATA_DIR.glob(pattern))]
 
 
-def read_texts(paths, text_field: str | None = None, max_chars: int | None = None) -> list[str]:
+def read_texts(paths: list[Path], text_field: str | None = None, max_chars: int | None = None) -> list[str]:
     """Every text of paths (bad records skipped), up to max_chars in file order."""
     texts, total = [], 0
     for _where, text in iter_texts(paths, text_field=text_field, skip=SkipStats()):
@@ -120,7 +124,7 @@ def train_sentencepiece(train_texts: list[str], work: Path, vocab_size: int) -> 
     return wall, rss, spm.SentencePieceProcessor(model_file=str(work / "spm.model"))
 
 
-def spm_compression(sp, texts: list[str]) -> dict:
+def spm_compression(sp: sentencepiece.SentencePieceProcessor, texts: list[str]) -> dict:
     encoded = sp.encode(texts)
     tokens = sum(map(len, encoded))
     chars, nbytes = sum(map(len, texts)), sum(len(t.encode("utf-8")) for t in texts)

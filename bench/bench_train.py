@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def padded_batches(tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, batch_size: int, count: int):
+def padded_batches(tokens: np.ndarray, doc_starts: np.ndarray, seq_len: int, batch_size: int,
+                   count: int) -> Iterator[dict[str, torch.Tensor]]:
     """The reference layout: one document per row, cut or padded to seq_len.
     Documents are drawn at random (seeded) so the rows are typical of the corpus."""
     ends = np.append(doc_starts[1:], len(tokens))

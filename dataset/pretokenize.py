@@ -44,7 +44,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from tokenizer import TokenizerError, load_tokenizer
+from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 
 from .readers import DataError, SkipStats, expand_paths, iter_texts
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenFile, TokenizedCorpus,
@@ -74,7 +74,7 @@ def _is_val(text: str, seed: int, val_fraction: float) -> bool:
     return int.from_bytes(digest, "little") < val_fraction * 2.0 ** 64
 
 
-def encode_texts(texts: list[str], tokenizer, seed: int, val_fraction: float) -> tuple[np.ndarray, ...]:
+def encode_texts(texts: list[str], tokenizer: SpongeTokenizer, seed: int, val_fraction: float) -> tuple[np.ndarray, ...]:
     """(tokens with end-of-text after each document, per-document lengths, is_val) of a batch."""
     ids = tokenizer.encode_batch(texts)
     eot = tokenizer.endoftext_id
@@ -230,7 +230,7 @@ def _cached(final: Path, skip_bad: bool) -> TokenizedCorpus | None:
     return corpus
 
 
-def pretokenize(paths: Sequence[str | Path], tokenizer, cache_root: Path = Path("out/cache"),
+def pretokenize(paths: Sequence[str | Path], tokenizer: SpongeTokenizer, cache_root: Path = Path("out/cache"),
                 val_fraction: float = 0.01, text_field: str | None = None, skip_bad: bool = False,
                 seed: int = 0, show_progress: bool = True) -> TokenizedCorpus:
     """Tokenize paths once, cached under cache_root/<key>/ (see cache_key). A complete
