@@ -1,0 +1,164 @@
+"""The chat data formats users bring, detected and normalised to one shape.
+
+Every format becomes a list of {"role": "system"|"user"|"assistant", "content": str}:
+
+  minimind   {"conversations": [{"role", "content"}, ...]}         (MiniMind / SpongeBob)
+  sharegpt   {"conversations": [{"from": "human|gpt|system", "value"}, ...]}
+  openai     {"messages": [{"role", "content"}, ...]}
+  alpaca     {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
+
+Alpaca semantics (LLaMA-Factory's): `instruction` is what the user says and
+`input`, when present, is extra material appended to it after a newline; each
+[q, a] pair of `history` is an earlier user/assistant turn; `output` is the reply.
+
+Checks, each a ChatFormatError with a one-line reason (the caller adds file:line):
+unknown roles, a system turn that is not first, an assistant turn before any
+user turn, no assistant turn at all, empty content, and wrong types.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .readers import DataError, SkipStats, iter_records
+
+CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}
+
+
+class ChatFormatError(ValueError):
+    """A record that is not a usable conversation. The message is one line;
+    `reason` is its category, which --skip_bad counts."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def detect_format(record: Any) -> str | None:
+    """The format of one record, or None if it looks like none of them."""
+    if not isinstance(record, dict):
+        return None
+    if "messages" in record:
+        return "openai"
+    turns = record.get("conversations")
+    if isinstance(turns, list) and turns and isinstance(turns[0], dict):
+        if "from" in turns[0] or "value" in turns[0]:
+            return "sharegpt"
+        if "role" in turns[0] or "content" in turns[0]:
+            return "minimind"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ChatFormatError(f"{what} must be a string, got {type(value).__name__}", "wrong type")
+    if not value.strip():
+        raise ChatFormatError(f"{what} is empty", "empty content")
+    return value
+
+
+def _turns(record: dict, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[dict]:
+    turns = record.get(key)
+    if not isinstance(turns, list) or not turns:
+        raise ChatFormatError(f'"{key}" must be a non-empty list of turns', "wrong type")
+    messages = []
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise ChatFormatError(f"turn {i + 1} must be an object, got {type(turn).__name__}", "wrong type")
+        role = turn.get(role_key)
+        if role not in roles:
+            raise ChatFormatError(f"turn {i + 1}: unknown role {role!r} (expected {', '.join(sorted(roles))})",
+                                  "unknown role")
+        messages.append({"role": roles[role], "content": _text(turn.get(text_key), f"turn {i + 1} {text_key}")})
+    return messages
+
+
+def _alpaca(record: dict) -> list[dict]:
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": _text(record["system"], "system")})
+    history = record.get("history") or []
+    if not isinstance(history, list):
+        raise ChatFormatError(f'"history" must be a list of [question, answer] pairs, got {type(history).__name__}',
+                              "wrong type")
+    for i, pair in enumerate(history):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ChatFormatError(f"history item {i + 1} must be a [question, answer] pair", "wrong type")
+        messages.append({"role": "user", "content": _text(pair[0], f"history item {i + 1} question")})
+        messages.append({"role": "assistant", "content": _text(pair[1], f"history item {i + 1} answer")})
+    user = _text(record.get("instruction"), "instruction")
+    extra = record.get("input") or ""
+    if not isinstance(extra, str):
+        raise ChatFormatError(f"input must be a string, got {type(extra).__name__}", "wrong type")
+    messages.append({"role": "user", "content": f"{user}\n{extra}" if extra.strip() else user})
+    messages.append({"role": "assistant", "content": _text(record.get("output"), "output")})
+    return messages
+
+
+def check_order(messages: list[dict]) -> None:
+    """System only first; a user turn before any assistant turn; at least one assistant turn."""
+    for i, m in enumerate(messages):
+        if m["role"] == "system" and i > 0:
+            raise ChatFormatError(f"turn {i + 1}: a system turn may only come first", "bad turn order")
+    spoken = [m["role"] for m in messages if m["role"] != "system"]
+    if spoken and spoken[0] == "assistant":
+        raise ChatFormatError("the first turn after any system prompt is the assistant's; it must be the user's",
+                              "assistant turn first")
+    if "assistant" not in spoken:
+        raise ChatFormatError("no assistant turn: nothing to train on", "no assistant turn")
+
+
+def to_messages(record: Any, fmt: str) -> list[dict]:
+    """Normalise one record of format fmt; raises ChatFormatError."""
+    if not isinstance(record, dict):
+        raise ChatFormatError(f"expected a JSON object, got {type(record).__name__}", "wrong type")
+    identity = {"system": "system", "user": "user", "assistant": "assistant"}
+    if fmt in ("minimind", "openai"):
+        messages = _turns(record, "conversations" if fmt == "minimind" else "messages", "role", "content", identity)
+    elif fmt == "sharegpt":
+        messages = _turns(record, "conversations", "from", "value", SHAREGPT_ROLES)
+    elif fmt == "alpaca":
+        messages = _alpaca(record)
+    else:
+        raise ChatFormatError(f"unknown format {fmt!r}; choose from {', '.join(CHAT_FORMATS)}", "unknown format")
+    check_order(messages)
+    return messages
+
+
+def iter_conversations(path: str | Path, data_format: str | None = None,
+                       skip: SkipStats | None = None) -> Iterator[tuple[str, list[dict]]]:
+    """(where, messages) for every record of one file.
+
+    Without data_format, the first record decides the file's format and every
+    later record must match it: a file that mixes formats is almost always a
+    concatenation mistake. With data_format, records are read as that format.
+    Bad records raise DataError('path:line: ...') unless skip counts them.
+    """
+    if data_format is not None and data_format not in CHAT_FORMATS:
+        raise DataError(f"--data_format {data_format}: choose from {', '.join(CHAT_FORMATS)}")
+    fmt = data_format
+    for line, record in iter_records(Path(path), skip):
+        where = f"{path}:{line}"
+        try:
+            found = detect_format(record)
+            if fmt is None:
+                if found is None:
+                    keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+                    raise ChatFormatError(f"no known chat format ({', '.join(CHAT_FORMATS)}) fits this "
+                                          f"record (keys: {keys}); pass --data_format", "unknown format")
+                fmt = found
+            elif data_format is None and found != fmt:
+                raise ChatFormatError(f"this record is {found or 'no known format'} but the file began as "
+                                      f"{fmt}: mixed formats in one file", "mixed formats")
+            messages = to_messages(record, fmt)
+        except ChatFormatError as e:
+            if skip is None:
+                raise DataError(f"{where}: {e}") from None
+            skip.add(e.reason, where)
+            continue
+        yield where, messages

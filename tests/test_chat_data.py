@@ -1,0 +1,164 @@
+"""Chat formats and the SFT loss mask, pinned at exact token positions.
+
+A character-level stub tokenizer (one id per character, special tokens whole)
+makes every position countable by hand; the shipped tokenizer is then checked
+against our own ChatML template.
+"""
+import json
+
+import pytest
+
+from dataset.chat_formats import detect_format, iter_conversations, to_messages
+from dataset.chat_mask import shift_targets, tokenize_chat
+from dataset.readers import DataError, SkipStats
+from model import IGNORE_INDEX
+from tokenizer import SPECIAL_TOKENS, load_tokenizer, render_chat
+
+
+class CharTokenizer:
+    """One token per character; the seven special tokens are single ids 0-6."""
+    im_end_id = 2
+
+    def encode(self, text: str) -> list[int]:
+        ids, i = [], 0
+        while i < len(text):
+            special = next((s for s in SPECIAL_TOKENS if text.startswith(s, i)), None)
+            if special:
+                ids.append(SPECIAL_TOKENS.index(special))
+                i += len(special)
+            else:
+                ids.append(1000 + ord(text[i]))
+                i += 1
+        return ids
+
+
+def expected(segments):
+    """Hand-written (text, trained) segments -> (ids, mask) under CharTokenizer."""
+    tok, ids, mask = CharTokenizer(), [], []
+    for text, trained in segments:
+        piece = tok.encode(text)
+        ids += piece
+        mask += [trained] * len(piece)
+    return ids, mask
+
+
+TWO_TURNS = [
+    {"role": "system", "content": "S"},
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "yo"},
+    {"role": "user", "content": "ok"},
+    {"role": "assistant", "content": "z"},
+]
+TWO_TURNS_SEGMENTS = [
+    ("<|im_start|>system\nS<|im_end|>\n", 0),
+    ("<|im_start|>user\nhi<|im_end|>\n", 0),
+    ("<|im_start|>assistant\n", 0), ("yo<|im_end|>", 1), ("\n", 0),
+    ("<|im_start|>user\nok<|im_end|>\n", 0),
+    ("<|im_start|>assistant\n", 0), ("z<|im_end|>", 1), ("\n", 0),
+]
+
+
+def test_mask_covers_each_reply_from_its_first_token_through_im_end():
+    ids, mask = tokenize_chat(TWO_TURNS, CharTokenizer())
+    assert (ids, mask) == expected(TWO_TURNS_SEGMENTS)
+    # Counted by hand: the system turn is 11 tokens (0-10), the user turn 10
+    # (11-20), the assistant header 1 + 9 + 1 = 11 (21-31); so 'y' is token 32,
+    # 'o' 33, <|im_end|> 34 and its newline 35. The second user turn is 36-45,
+    # the second header 46-56, 'z' 57, <|im_end|> 58, newline 59: 60 tokens.
+    assert len(ids) == 60
+    assert ids[32] == 1000 + ord("y") and ids[34] == 2 and ids[35] == 1000 + ord("\n")
+    assert [i for i, m in enumerate(mask) if m] == [32, 33, 34, 57, 58]
+
+
+def test_targets_start_at_the_first_reply_token_and_stop_at_im_end():
+    inputs, targets = shift_targets(*tokenize_chat(TWO_TURNS, CharTokenizer()))
+    assert len(inputs) == len(targets) == 60 - 1
+    # Position 31 (the header's newline) predicts 'y'; 33 ('o') predicts <|im_end|>;
+    # 34 (<|im_end|>) must not be taught the newline or the next turn's header.
+    assert targets[30] == IGNORE_INDEX and targets[31] == 1000 + ord("y") and targets[32] == 1000 + ord("o")
+    assert targets[33] == 2 and targets[34] == IGNORE_INDEX
+    assert [t for t, v in enumerate(targets) if v != IGNORE_INDEX] == [31, 32, 33, 56, 57]
+
+
+@pytest.mark.parametrize("record,fmt", [
+    ({"conversations": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+                        {"role": "assistant", "content": "yo"}, {"role": "user", "content": "ok"},
+                        {"role": "assistant", "content": "z"}]}, "minimind"),
+    ({"conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "hi"},
+                        {"from": "gpt", "value": "yo"}, {"from": "human", "value": "ok"},
+                        {"from": "gpt", "value": "z"}]}, "sharegpt"),
+    ({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "yo"}, {"role": "user", "content": "ok"},
+                   {"role": "assistant", "content": "z"}]}, "openai"),
+    ({"system": "S", "history": [["hi", "yo"]], "instruction": "ok", "input": "", "output": "z"}, "alpaca"),
+])
+def test_every_format_gives_the_same_exact_mask(record, fmt):
+    assert detect_format(record) == fmt
+    messages = to_messages(record, fmt)
+    assert messages == TWO_TURNS
+    assert tokenize_chat(messages, CharTokenizer()) == expected(TWO_TURNS_SEGMENTS)
+
+
+def test_alpaca_input_is_appended_to_the_instruction():
+    messages = to_messages({"instruction": "翻译成英文", "input": "你好", "output": "Hello"}, "alpaca")
+    assert messages == [{"role": "user", "content": "翻译成英文\n你好"}, {"role": "assistant", "content": "Hello"}]
+    no_input = to_messages({"instruction": "讲个笑话", "input": "", "output": "好"}, "alpaca")
+    assert no_input[0] == {"role": "user", "content": "讲个笑话"}
+
+
+def test_shipped_tokenizer_ids_decode_to_our_chatml_and_mask_only_replies():
+    tok = load_tokenizer()
+    messages = [{"role": "system", "content": "你是海绵宝宝。"}, {"role": "user", "content": "你是谁？"},
+                {"role": "assistant", "content": "<think>\n想想\n</think>\n<answer>\n我是 SpongeBob。\n</answer>"},
+                {"role": "user", "content": "再说一次"}, {"role": "assistant", "content": "我是 SpongeBob！"}]
+    ids, mask = tokenize_chat(messages, tok)
+    assert tok.decode(ids) == render_chat(messages)
+    trained = "".join(tok.decode([i]) for i, m in zip(ids, mask) if m)
+    assert trained == messages[2]["content"] + "<|im_end|>" + messages[4]["content"] + "<|im_end|>"
+
+
+# ------------------------------------------------------------------ files: detection, mixing, bad input
+
+def write_jsonl(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n"
+                            for r in records), encoding="utf-8")
+    return path
+
+
+GOOD = {"conversations": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"conversations": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "unknown role 'robot'"),
+    ({"conversations": [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]}, "must be the user's"),
+    ({"conversations": [{"role": "user", "content": "x"}]}, "no assistant turn"),
+    ({"conversations": [{"role": "user", "content": " "}, {"role": "assistant", "content": "y"}]}, "turn 1 content is empty"),
+    ({"conversations": [{"role": "user", "content": 3}, {"role": "assistant", "content": "y"}]}, "must be a string, got int"),
+    ({"conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]}, "mixed formats"),
+])
+def test_bad_records_name_file_line_and_problem(tmp_path, bad, message):
+    path = write_jsonl(tmp_path / "chat.jsonl", [GOOD, bad])
+    with pytest.raises(DataError) as err:
+        list(iter_conversations(path))
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_no_known_format_is_a_clear_error_and_override_reads_as_told(tmp_path):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"prompt": "a", "answer": "b"}])
+    with pytest.raises(DataError, match=r"x.jsonl:1: no known chat format .* \(keys: answer, prompt\); pass --data_format"):
+        list(iter_conversations(path))
+    sharegpt = write_jsonl(tmp_path / "s.jsonl", [{"conversations": [{"from": "human", "value": "q"},
+                                                                     {"from": "gpt", "value": "a"}]}])
+    with pytest.raises(DataError, match="s.jsonl:1: turn 1: unknown role None"):
+        list(iter_conversations(sharegpt, data_format="minimind"))  # forced, and wrong
+    assert [m for _, m in iter_conversations(sharegpt, data_format="sharegpt")][0][1]["content"] == "a"
+
+
+def test_skip_bad_counts_each_reason_and_keeps_the_good(tmp_path):
+    records = [GOOD, "not json", {"conversations": [{"role": "user", "content": "x"}]}, GOOD,
+               {"conversations": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}]
+    skip = SkipStats()
+    kept = list(iter_conversations(write_jsonl(tmp_path / "c.jsonl", records), skip=skip))
+    assert [where.rsplit(":", 1)[1] for where, _ in kept] == ["1", "4"]
+    assert skip.counts == {"not valid JSON": 1, "no assistant turn": 1, "unknown role": 1}
