@@ -34,6 +34,21 @@ from model import IGNORE_INDEX
 from .token_files import TokenFile
 
 
+def epoch_order(n_rows: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool) -> torch.Tensor:
+    """The rows one rank visits in one epoch: a permutation seeded by (seed, epoch),
+    the same on every rank, of which rank r takes every world_size-th row,
+    n_rows // world_size of them (equal counts: DDP hangs on an extra step)."""
+    if shuffle:
+        # Hash (seed, epoch) into one 63-bit seed, so that nearby pairs such as (0, 1)
+        # and (1, 0) cannot collide the way seed + epoch would.
+        mixed = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
+        order = torch.randperm(n_rows, generator=gen)
+    else:
+        order = torch.arange(n_rows)
+    return order[rank::world_size][:n_rows // world_size]
+
+
 class PretrainDataset:
     """Packed rows of seq_len + 1 tokens over a TokenFile (see the module docstring)."""
 
@@ -74,15 +89,7 @@ class PretrainDataset:
 
     def row_order(self, epoch: int) -> torch.Tensor:
         """This rank's rows for the epoch, in visiting order."""
-        if self.shuffle:
-            # Hash (seed, epoch) into one 63-bit seed, so that nearby pairs such as (0, 1)
-            # and (1, 0) cannot collide the way seed + epoch would.
-            mixed = hashlib.sha256(f"{self.seed}:{epoch}".encode()).digest()
-            gen = torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
-            order = torch.randperm(self.n_rows, generator=gen)
-        else:
-            order = torch.arange(self.n_rows)
-        return order[self.rank::self.world_size][:self.rows_per_rank]
+        return epoch_order(self.n_rows, self.seed, epoch, self.rank, self.world_size, self.shuffle)
 
     def rows(self, row_ids: np.ndarray) -> dict[str, torch.Tensor]:
         """input_ids and targets (both (len(row_ids), seq_len) int64) of the given rows."""

@@ -31,6 +31,8 @@ class TrainConfig:
                                   "empty = the built-in demo corpus")
     text_field: str = _f("", "JSON/CSV field holding the text; empty = detect it")
     skip_bad: bool = _f(False, "skip malformed records and report counts instead of stopping at the first")
+    data_format: str = _f("", "chat data format: minimind, sharegpt, openai or alpaca; empty = detect it")
+    truncation: str = _f("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)")
     val_fraction: float = _f(0.01, "fraction of documents held out for validation loss")
     max_seq_len: int = _f(512, "tokens per training row")
     # model

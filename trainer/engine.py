@@ -67,6 +67,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg, device)
         self.scaler = make_scaler(device, dtype)
 
+        if cfg.max_seq_len > model.config.max_position_embeddings:
+            raise ValueError(f"--max_seq_len {cfg.max_seq_len} exceeds the model's "
+                             f"{model.config.max_position_embeddings} positions")
         per_epoch = train_data.num_batches(cfg.batch_size)
         if per_epoch == 0:
             raise ValueError(f"the training data has less than one row of --max_seq_len {cfg.max_seq_len} "

@@ -12,7 +12,7 @@ from .config import TrainConfig, config_dict
 
 MUST_MATCH = ("data_path", "val_fraction", "max_seq_len", "batch_size", "accumulation_steps", "epochs",
               "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2",
-              "grad_clip", "seed", "preset", "init", "text_field")
+              "grad_clip", "seed", "preset", "init", "text_field", "data_format", "truncation")
 
 
 def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identity: str) -> None:

@@ -1,0 +1,123 @@
+"""Tokenize chat data once into the pretraining token format, plus a loss mask.
+
+Each conversation becomes one document: its ChatML ids (dataset/chat_mask.py)
+followed by the end-of-text id, with a uint8 mask beside the tokens (1 =
+trained). The result is cached under out/cache/sft-<key>/ like pretokenized
+text, keyed by the input files' identity, the tokenizer and every option that
+changes the output, and built in a private folder renamed into place.
+
+Over-long conversations (more than max_seq_len + 1 tokens) follow an explicit
+policy, never a silent cut: "drop" leaves them out, "truncate" keeps their
+first max_seq_len + 1 tokens (a reply may be cut mid-answer: the user asked
+for it). Both are counted in meta["lengths"].
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from tokenizer import SpongeTokenizer
+from .chat_formats import iter_conversations
+from .chat_mask import tokenize_chat
+from .readers import DataError, SkipStats, expand_paths
+from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenizedCorpus, load_tokenized,
+                          mask_path, split_counts, write_json_atomic)
+
+TRUNCATION_POLICIES = ("drop", "truncate")
+
+
+def sft_cache_key(files: list[Path], tok: SpongeTokenizer, options: dict) -> str:
+    identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    blob = json.dumps([identity, tok.identity()["sha256"], options, FORMAT_VERSION], sort_keys=True)
+    return "sft-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _is_val(ids: list[int], seed: int, val_fraction: float) -> bool:
+    """A conversation's split depends only on its tokens and the seed, never on file order."""
+    digest = zlib.crc32(np.asarray(ids, dtype=np.uint32).tobytes(), seed & 0xFFFFFFFF)
+    return digest / 2**32 < val_fraction
+
+
+def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, skip: SkipStats | None,
+           show_progress: bool) -> dict:
+    """Stream every conversation into out/; returns the length counts."""
+    limit = options["max_seq_len"] + 1
+    lengths = {"kept": 0, "dropped_too_long": 0, "truncated": 0, "dropped_no_reply_left": 0}
+    writers = {s: SplitWriter(out, s) for s in SPLITS}
+    masks = {s: open(mask_path(out, s), "wb") for s in SPLITS}
+    try:
+        for path in tqdm(files, desc="tokenizing chats", unit=" file", disable=not show_progress):
+            for _where, messages in iter_conversations(path, options["data_format"], skip):
+                ids, mask = tokenize_chat(messages, tok)
+                if len(ids) > limit:
+                    if options["truncation"] == "drop":
+                        lengths["dropped_too_long"] += 1
+                        continue
+                    ids, mask = ids[:limit], mask[:limit]
+                    if not any(mask[1:]):
+                        lengths["dropped_no_reply_left"] += 1
+                        continue
+                    lengths["truncated"] += 1
+                lengths["kept"] += 1
+                split = "val" if _is_val(ids, options["seed"], options["val_fraction"]) else "train"
+                writers[split].add(np.asarray(ids + [tok.endoftext_id]), np.asarray([len(ids) + 1]))
+                np.asarray(mask + [0], dtype=np.uint8).tofile(masks[split])
+    finally:
+        for s in SPLITS:
+            writers[s].close()
+            masks[s].close()
+    return lengths
+
+
+def pretokenize_chat(paths: Sequence[str | Path], tok: SpongeTokenizer, max_seq_len: int, truncation: str = "drop",
+                     data_format: str | None = None, skip_bad: bool = False, val_fraction: float = 0.01,
+                     seed: int = 0, cache_root: Path = Path("out/cache"), show_progress: bool = True
+                     ) -> TokenizedCorpus:
+    """Tokenize chat files once (cached); raises DataError on bad input unless skip_bad."""
+    if truncation not in TRUNCATION_POLICIES:
+        raise ValueError(f"--truncation {truncation}: choose drop or truncate")
+    if not paths:
+        raise DataError("no data path given: pass chat files (.jsonl/.json) or folders")
+    files = expand_paths(paths)
+    options = {"max_seq_len": max_seq_len, "truncation": truncation, "data_format": data_format,
+               "val_fraction": val_fraction, "seed": seed, "skip_bad": skip_bad}
+    final = Path(cache_root) / sft_cache_key(files, tok, options)
+    if (final / "meta.json").is_file():
+        return load_tokenized(final)
+    build = final.with_name(f"{final.name}.building-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir(parents=True)
+    try:
+        start, skip = time.time(), SkipStats() if skip_bad else None
+        lengths = _write(files, tok, build, options, skip, show_progress)
+        if lengths["kept"] == 0:
+            raise DataError(f"no usable conversation in {', '.join(map(str, paths))} "
+                            f"({json.dumps(lengths)}; {skip.summary() if skip else 'no records'})")
+        meta = {"format_version": FORMAT_VERSION, "kind": "sft", "sources": [str(f) for f in files],
+                "tokenizer_sha256": tok.identity()["sha256"], "endoftext_id": tok.endoftext_id,
+                "token_dtype": np.dtype(TOKEN_DTYPE).name, "options": options, "lengths": lengths,
+                "skipped": skip.summary() if skip else "skipped 0 bad records", "splits": split_counts(build),
+                "seconds": round(time.time() - start, 2)}
+        write_json_atomic(build / "meta.json", meta)  # last: marks the folder complete
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(build, final)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return load_tokenized(final)
+
+
+def describe_chat(corpus: TokenizedCorpus) -> str:
+    m, lengths = corpus.meta, corpus.meta["lengths"]
+    return (f"{corpus.dir}: {m['splits']['train']['n_docs']:,} train / {m['splits']['val']['n_docs']:,} val "
+            f"conversations, {m['splits']['train']['n_tokens']:,} train tokens; over-long "
+            f"(> {m['options']['max_seq_len']} tokens): {lengths['dropped_too_long']} dropped, "
+            f"{lengths['truncated']} truncated ({m['options']['truncation']}); {m['skipped']}")
