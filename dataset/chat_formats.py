@@ -62,6 +62,24 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
+def _content(value: Any, what: str) -> str:
+    """A turn's text. Content may also be a list of parts, as OpenAI and
+    LLaMA-Factory write it: [{"type": "text"|"reasoning", "text"|"value": ...}];
+    text parts are joined, and reasoning parts become a <think> block before them."""
+    if isinstance(value, list):
+        texts, thinking = [], []
+        for part in value:
+            body = part.get("text", part.get("value")) if isinstance(part, dict) else None
+            if not isinstance(body, str):
+                raise ChatFormatError(f"{what}: each part must be an object with a text or value string",
+                                      "wrong type")
+            (thinking if part.get("type") == "reasoning" else texts).append(body)
+        value = "".join(texts)
+        if thinking and value.strip():
+            value = f"<think>\n{''.join(thinking)}\n</think>\n{value}"
+    return _text(value, what)
+
+
 def _turns(record: dict, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[dict]:
     turns = record.get(key)
     if not isinstance(turns, list) or not turns:
@@ -74,7 +92,7 @@ def _turns(record: dict, key: str, role_key: str, text_key: str, roles: dict[str
         if role not in roles:
             raise ChatFormatError(f"turn {i + 1}: unknown role {role!r} (expected {', '.join(sorted(roles))})",
                                   "unknown role")
-        messages.append({"role": roles[role], "content": _text(turn.get(text_key), f"turn {i + 1} {text_key}")})
+        messages.append({"role": roles[role], "content": _content(turn.get(text_key), f"turn {i + 1} {text_key}")})
     return messages
 
 

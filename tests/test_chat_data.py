@@ -162,3 +162,14 @@ def test_skip_bad_counts_each_reason_and_keeps_the_good(tmp_path):
     kept = list(iter_conversations(write_jsonl(tmp_path / "c.jsonl", records), skip=skip))
     assert [where.rsplit(":", 1)[1] for where, _ in kept] == ["1", "4"]
     assert skip.counts == {"not valid JSON": 1, "no assistant turn": 1, "unknown role": 1}
+
+
+def test_content_given_as_parts_is_joined_and_reasoning_becomes_think():
+    record = {"messages": [
+        {"role": "user", "content": [{"type": "text", "text": "1+1?"}]},
+        {"role": "assistant", "content": [{"type": "reasoning", "value": "one and one"},
+                                          {"type": "text", "value": "2"}]}]}
+    assert to_messages(record, "openai") == [{"role": "user", "content": "1+1?"},
+                                             {"role": "assistant", "content": "<think>\none and one\n</think>\n2"}]
+    with pytest.raises(Exception, match="each part must be an object with a text or value string"):
+        to_messages({"messages": [{"role": "user", "content": [3]}, {"role": "assistant", "content": "x"}]}, "openai")
