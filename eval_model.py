@@ -2,16 +2,24 @@
 
 Model modes (which stage's checkpoint is loaded; --ckpt loads another file):
   0  pretrain   out/pretrain.pth   continues prompts as raw text
-  1  sft        out/sft.pth        chat (arrives with the SFT stage)
-  2  distill    out/distill.pth    chat with its thinking shown apart (arrives with distillation)
-  3  sft_long   out/sft_long.pth   chat with longer context (arrives with long SFT)
+  1  sft        out/sft.pth        chat
+  2  distill    out/distill.pth    chat (its thinking is not shown apart yet)
+  3  sft_long   out/sft_long.pth   chat with longer context
 
-Where the prompts come from:
+Where the prompts come from (mode 0):
   --prompt TEXT    that one prompt: prints the prompt, then streams its continuation
   a terminal       an interactive loop: type a prompt, Enter; Ctrl-C stops a
                    generation, Ctrl-D (or Ctrl-C at the prompt) quits
   a pipe or file   one prompt per non-empty line, answered in order, one JSON
                    line each: {"prompt": ..., "continuation": ...}
+
+Chat (modes 1-3) keeps the last --history_turns exchanges and an optional --system prompt:
+  --prompt TEXT    one user turn: prints the reply
+  a terminal       a conversation; /clear forgets it, /exit or Ctrl-D quits,
+                   Ctrl-C stops a reply
+  a pipe or file   each non-empty line is the next user turn of one conversation
+                   (with --no_history, of a new one), one JSON line each:
+                   {"user": ..., "assistant": ...}
 
 Sampling: --temperature 0 is greedy; with --seed every prompt's output depends
 only on the prompt and the seed. Model details go to stderr, so a piped stdout
@@ -31,6 +39,7 @@ from typing import TextIO
 import torch
 
 from model import CheckpointError, SamplingConfig, SpongeBob, generate, load_model
+from model.chat import ChatSession, chat_loop
 from model.streaming import stream_text
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 from trainer.device import pick_device
@@ -69,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="divide the scores of tokens already in the text by this; 1 = off")
     p.add_argument("--seed", type=int, default=None,
                    help="sampling seed: the same prompt and seed give the same output (default: random)")
+    p.add_argument("--system", default=None, help="chat modes: a system prompt that opens every conversation")
+    # 3: a tiny model's context fills fast, and SFT data is mostly one or two turns deep.
+    p.add_argument("--history_turns", type=int, default=3,
+                   help="chat modes: how many past user/assistant exchanges the prompt keeps")
+    p.add_argument("--no_history", action="store_true",
+                   help="chat modes: every turn starts a new conversation (same as --history_turns 0)")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (cuda, then mps, then cpu)")
     return p
 
@@ -84,6 +99,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--top_k {args.top_k}: must be 0 (off) or more")
     if args.repetition_penalty <= 0:
         parser.error(f"--repetition_penalty {args.repetition_penalty}: must be above 0 (1 = off)")
+    if args.history_turns < 0:
+        parser.error(f"--history_turns {args.history_turns}: must be 0 (no history) or more")
+    if args.model_mode == 0 and args.system is not None:
+        parser.error("--system: only the chat modes (--model_mode 1, 2 or 3) take a system prompt")
 
 
 def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.device]:
@@ -134,10 +153,11 @@ def write_plain(prompt: str, chunks: Iterable[str], out: TextIO) -> None:
     out.flush()
 
 
-def write_json_line(prompt: str, chunks: Iterable[str], out: TextIO) -> None:
+def write_json_line(prompt: str, chunks: Iterable[str], out: TextIO,
+                    keys: tuple[str, str] = ("prompt", "continuation")) -> None:
     """One JSON object on one line per prompt, still streamed: the continuation's
     characters are escaped chunk by chunk, so its newlines cannot break the line."""
-    out.write(f'{{"prompt": {json.dumps(prompt, ensure_ascii=False)}, "continuation": "')
+    out.write(f'{{"{keys[0]}": {json.dumps(prompt, ensure_ascii=False)}, "{keys[1]}": "')
     out.flush()
     for chunk in chunks:
         out.write(json.dumps(chunk, ensure_ascii=False)[1:-1])
@@ -181,20 +201,33 @@ def interactive(answer: Callable[[str], Iterable[str]], out: TextIO) -> None:
             out.write("\n")
 
 
+def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampling: SamplingConfig) -> None:
+    """Modes 1-3. Mode 2 chats plainly for now: its <think> part is printed inline."""
+    session = ChatSession(model, tok, sampling, system=args.system, seed=args.seed,
+                          history_turns=0 if args.no_history else args.history_turns)
+    if args.prompt is not None:
+        write_plain("", session.reply(args.prompt), sys.stdout)
+    elif sys.stdin.isatty():
+        try:  # line editing and history for input(), where the platform has readline
+            importlib.import_module("readline")
+        except ImportError:
+            pass
+        chat_loop(session, sys.stdout)
+    else:
+        for line in prompt_lines(sys.stdin):
+            write_json_line(line, session.reply(line), sys.stdout, keys=("user", "assistant"))
+
+
 def run(args: argparse.Namespace) -> None:
     model, tok, device = load(args)
-    stage = MODEL_MODES[args.model_mode][0]
-    if args.model_mode != 0:
-        # Chat modes load the same checkpoints; the chat loop itself comes with
-        # the SFT stage. Continuation works with any checkpoint meanwhile.
-        raise UserError(f"model mode {args.model_mode} ({stage}) is a chat mode, and chat arrives with "
-                        f"the SFT stage; to continue raw text with this checkpoint use --model_mode 0 "
-                        f"--ckpt {args.ckpt or MODEL_MODES[args.model_mode][1]}")
     # A pretrained model ends a document with <|endoftext|>; <|im_end|> is a
     # chat-turn end that a continuation should not run past either.
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                               stop_ids=(tok.endoftext_id, tok.eos_id))
+    if args.model_mode != 0:
+        chat(args, model, tok, sampling)
+        return
 
     def answer(prompt: str) -> Iterator[str]:
         return continuation(model, tok, prompt, sampling, args.seed, device)

@@ -1,0 +1,129 @@
+"""Chat with a fine-tuned model: a conversation's history, its prompt ids, and a terminal loop.
+
+A ChatSession keeps the last few user/assistant exchanges and renders them with
+the tokenizer's ChatML template, so turn 2 sees turn 1:
+
+    session = ChatSession(model, tok, SamplingConfig(...), system="...", history_turns=3)
+    for chunk in session.reply("你好"):
+        print(chunk, end="", flush=True)
+
+A reply ends at <|im_end|> (the end of an assistant turn in SFT data) or at
+<|endoftext|>, and its text, without special tokens, becomes the assistant turn
+the next prompt carries.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Protocol, Sequence, TextIO
+
+import torch
+
+from .generate import SamplingConfig, generate
+from .model import SpongeBob
+from .streaming import stream_text
+
+CHAT_MARKER = "你> "
+CLEAR_COMMAND, EXIT_COMMANDS = "/clear", ("/exit", "/quit")
+CHAT_HELP = "type a message and press Enter; /clear forgets the conversation, /exit or Ctrl-D quits, " \
+            "Ctrl-C stops a reply"
+
+
+class ChatTokenizer(Protocol):
+    im_end_id: int
+    endoftext_id: int
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str: ...
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False,
+                            tokenize: bool = False) -> str | list[int]: ...
+
+
+class ChatSession:
+    """One conversation: an optional system prompt and the last history_turns exchanges."""
+
+    def __init__(self, model: SpongeBob, tok: ChatTokenizer, sampling: SamplingConfig,
+                 system: str | None = None, history_turns: int = 3, seed: int | None = None):
+        self.model, self.tok, self.system = model, tok, system
+        self.history_turns, self.seed = history_turns, seed
+        # Stop at a turn's end; the stop token itself is never yielded, so never shown.
+        self.sampling = replace(sampling, stop_ids=(tok.im_end_id, tok.endoftext_id))
+        self.exchanges: list[tuple[str, str]] = []  # (user, assistant), oldest first
+
+    def clear(self) -> None:
+        self.exchanges.clear()
+
+    def messages(self, user: str, exchanges: list[tuple[str, str]]) -> list[dict]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        for past_user, past_reply in exchanges:
+            head += [{"role": "user", "content": past_user}, {"role": "assistant", "content": past_reply}]
+        return head + [{"role": "user", "content": user}]
+
+    def prompt_ids(self, user: str) -> list[int]:
+        """The ids the model is fed for this user turn: system prompt, kept history, the turn,
+        and the assistant header. The oldest exchanges go first when the context is short."""
+        kept = self.exchanges[-self.history_turns:] if self.history_turns > 0 else []
+        context = self.model.config.max_position_embeddings
+        # generate keeps only the last (context - max_new) prompt ids; dropping whole
+        # exchanges here instead keeps the system prompt and never cuts a turn in half.
+        budget = context - min(self.sampling.max_new_tokens, context - 1)
+        while True:
+            ids = self.tok.apply_chat_template(self.messages(user, kept), add_generation_prompt=True,
+                                               tokenize=True)
+            if len(ids) <= budget or not kept:
+                return list(ids)
+            kept = kept[1:]
+
+    def reply(self, user: str) -> Iterator[str]:
+        """Stream the reply to user; once it ends (or is stopped) it joins the history."""
+        prompt = self.prompt_ids(user)
+        generator = None
+        if self.seed is not None:
+            # Seeded per turn, as eval_model does per prompt.
+            generator = torch.Generator(device=self.model.embed.weight.device).manual_seed(self.seed)
+        reply_ids: list[int] = []
+
+        def recorded() -> Iterator[int]:
+            for token_id in generate(self.model, prompt, self.sampling, generator=generator):
+                reply_ids.append(token_id)
+                yield token_id
+
+        try:
+            yield from stream_text(self.tok, recorded(), skip_special_tokens=True)
+        finally:
+            # Also after Ctrl-C: the part the user saw is what the next turn refers to.
+            self._remember(user, self.tok.decode(reply_ids, skip_special_tokens=True))
+
+    def _remember(self, user: str, reply: str) -> None:
+        if self.history_turns <= 0:
+            return
+        self.exchanges.append((user, reply))
+        del self.exchanges[:-self.history_turns]
+
+
+def chat_loop(session: ChatSession, out: TextIO, read_line: Callable[[str], str] = input) -> None:
+    """Read a message, stream the reply, repeat, until /exit or end of input (Ctrl-D)."""
+    print(CHAT_HELP, file=sys.stderr)
+    while True:
+        try:
+            line = read_line(CHAT_MARKER).strip()
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt
+            out.write("\n")
+            return
+        if not line:
+            continue
+        if line in EXIT_COMMANDS:
+            return
+        if line == CLEAR_COMMAND:
+            session.clear()
+            out.write("(conversation cleared)\n")
+            continue
+        try:
+            for chunk in session.reply(line):
+                out.write(chunk)
+                out.flush()
+            out.write("\n")
+        except KeyboardInterrupt:  # Ctrl-C during a reply stops just that reply
+            out.write(" (stopped)\n")
+        out.flush()
