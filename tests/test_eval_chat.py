@@ -4,11 +4,11 @@ import json
 import sys
 
 import pytest
-import torch
 
 import eval_model
 import model.chat as chat
-from model import SamplingConfig, SpongeBob, generate, get_preset, save_model
+from model import SamplingConfig, generate
+from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
 
 # The ChatML a prompt must render to, written out by hand.
@@ -25,11 +25,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tok):
-    torch.manual_seed(0)
-    model = SpongeBob(get_preset("spongebob-tiny")).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_sft.pth"
-    save_model(path, model, tok.identity(), meta={"stage": "sft", "step": 1})
-    return model, path
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny_sft.pth", tok, {"stage": "sft", "step": 1})
 
 
 @pytest.fixture

@@ -101,13 +101,17 @@ def test_random_streams_match_the_whole_decode_and_stay_cheap(tok):
 
 # ---------------------------------------------------------------- eval_model.py
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tok):
+def save_tiny(path, tok, meta: dict):
+    """A seeded tiny model saved as a checkpoint: (model, path)."""
     torch.manual_seed(0)
     model = SpongeBob(get_preset("spongebob-tiny")).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
-    save_model(path, model, tok.identity(), meta={"stage": "pretrain", "step": 3})
+    save_model(path, model, tok.identity(), meta=meta)
     return model, path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tok):
+    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny.pth", tok, {"stage": "pretrain", "step": 3})
 
 
 def greedy_oracle(model, tok, prompt: str, max_new: int, penalty: float) -> str:
