@@ -27,7 +27,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from dataset.readers import DataError, SkipStats, expand_paths, iter_texts
+from dataset.readers import DataError, SkipStats, iter_texts
 from tokenizer import load_tokenizer
 from tokenizer.hf_format import write_hf_dir
 from tokenizer.sample import Sample, sample_texts
@@ -73,8 +73,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 def read_sample(args: argparse.Namespace, skip: SkipStats | None) -> Sample:
     """Stream every document once, keeping a bounded random sample. Raises DataError."""
-    paths = expand_paths(args.data_path)
-    texts = iter_texts(paths, text_field=args.text_field, skip=skip)
+    # iter_texts expands folders and checks every path before reading any.
+    texts = iter_texts(args.data_path, text_field=args.text_field, skip=skip)
     # disable=None: no bar when stderr is not a terminal (logs, tests).
     with tqdm(desc="reading", unit=" docs", disable=None) as bar:
         def counted() -> Iterator[str]:

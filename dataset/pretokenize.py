@@ -55,12 +55,16 @@ __all__ = ["TokenFile", "TokenizedCorpus", "pretokenize", "load_tokenized", "cac
 _BATCH_CHARS = 1 << 20  # text per encoding task: large enough that a task's overhead is noise
 
 
+def source_identity(files: Sequence[Path]) -> list[list]:
+    """What stands for the input files in a cache key. Size + mtime stand in for the
+    content: hashing gigabytes on every run would cost about as much as reading them."""
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
 def cache_key(files: Sequence[Path], tokenizer_sha256: str, val_fraction: float, seed: int,
               text_field: str | None) -> str:
-    """Hash of everything the output depends on. Size + mtime stand in for the content:
-    hashing gigabytes on every run would cost about as much as reading them."""
-    sources = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-    blob = json.dumps([FORMAT_VERSION, sources, tokenizer_sha256, val_fraction, seed, text_field])
+    """Hash of everything the output depends on."""
+    blob = json.dumps([FORMAT_VERSION, source_identity(files), tokenizer_sha256, val_fraction, seed, text_field])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 

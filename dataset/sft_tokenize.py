@@ -28,6 +28,7 @@ from tqdm import tqdm
 from tokenizer import SpongeTokenizer
 from .chat_formats import iter_conversations
 from .chat_mask import tokenize_chat
+from .pretokenize import source_identity
 from .readers import DataError, SkipStats, expand_paths
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenizedCorpus, load_tokenized,
                           mask_path, split_counts, write_json_atomic)
@@ -36,8 +37,7 @@ TRUNCATION_POLICIES = ("drop", "truncate")
 
 
 def sft_cache_key(files: list[Path], tok: SpongeTokenizer, options: dict) -> str:
-    identity = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    blob = json.dumps([identity, tok.identity()["sha256"], options, FORMAT_VERSION], sort_keys=True)
+    blob = json.dumps([source_identity(files), tok.identity()["sha256"], options, FORMAT_VERSION], sort_keys=True)
     return "sft-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
