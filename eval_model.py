@@ -21,6 +21,11 @@ Chat (modes 1-3) keeps the last --history_turns exchanges and an optional --syst
                    (with --no_history, of a new one), one JSON line each:
                    {"user": ..., "assistant": ...}
 
+Batch evaluation (any mode): --eval_file F [--out predictions.jsonl] scores the
+model on a chat file's last assistant turns: BLEU-4, ROUGE-1/2/L, loss and
+perplexity of the references, generation speed (see evaluation/batch_eval.py).
+Comparing --model_mode 0 with --model_mode 1 on one file is the before/after of SFT.
+
 Sampling: --temperature 0 is greedy; with --seed every prompt's output depends
 only on the prompt and the seed. Model details go to stderr, so a piped stdout
 holds only the outputs.
@@ -38,6 +43,9 @@ from typing import TextIO
 
 import torch
 
+from dataset.chat_formats import CHAT_FORMATS
+from dataset.readers import DataError, SkipStats
+from evaluation.batch_eval import evaluate_samples, format_report, load_samples
 from model import CheckpointError, SamplingConfig, SpongeBob, generate, load_model
 from model.chat import ChatSession, chat_loop
 from model.streaming import stream_text
@@ -66,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", default=None, help="checkpoint to load instead of the mode's out/<stage>.pth")
     p.add_argument("--prompt", default=None, help="continue this one prompt and exit (default: read stdin)")
     p.add_argument("--max_new_tokens", type=int, default=200, help="most tokens to generate per prompt")
-    p.add_argument("--temperature", type=float, default=0.7,
-                   help="sampling temperature; 0 = greedy (always the most likely token)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sampling temperature; 0 = greedy (always the most likely token). "
+                        "Default 0.7, or 0 with --eval_file so scores are reproducible")
     p.add_argument("--top_p", type=float, default=0.9,
                    help="nucleus sampling: keep the most likely tokens up to this probability mass; 1 = off")
     p.add_argument("--top_k", type=int, default=0, help="keep only the k most likely tokens; 0 = off")
@@ -84,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chat modes: how many past user/assistant exchanges the prompt keeps")
     p.add_argument("--no_history", action="store_true",
                    help="chat modes: every turn starts a new conversation (same as --history_turns 0)")
+    p.add_argument("--eval_file", default=None,
+                   help="batch evaluation: a chat file (any format sft.py reads); each conversation's last "
+                        "assistant turn is the reference. Reports BLEU-4, ROUGE, loss/perplexity and speed")
+    p.add_argument("--out", default=None, help="with --eval_file: write predictions JSONL (prompt, label, predict) here")
+    p.add_argument("--max_samples", type=int, default=None, help="with --eval_file: evaluate only the first N samples")
+    p.add_argument("--data_format", default=None, choices=CHAT_FORMATS,
+                   help="with --eval_file: read it as this format instead of detecting it")
+    p.add_argument("--skip_bad", action="store_true",
+                   help="with --eval_file: skip and count bad records instead of stopping at the first")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (cuda, then mps, then cpu)")
     return p
 
@@ -91,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         parser.error(f"--max_new_tokens {args.max_new_tokens}: must be at least 1")
+    if args.temperature is None:
+        args.temperature = 0.0 if args.eval_file else 0.7
     if args.temperature < 0:
         parser.error(f"--temperature {args.temperature}: must be 0 (greedy) or more")
     if not 0 < args.top_p <= 1:
@@ -101,6 +121,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--repetition_penalty {args.repetition_penalty}: must be above 0 (1 = off)")
     if args.history_turns < 0:
         parser.error(f"--history_turns {args.history_turns}: must be 0 (no history) or more")
+    if args.max_samples is not None and args.max_samples < 1:
+        parser.error(f"--max_samples {args.max_samples}: must be at least 1")
+    if args.eval_file is None and (args.out or args.max_samples or args.data_format or args.skip_bad):
+        parser.error("--out, --max_samples, --data_format and --skip_bad go with --eval_file")
+    if args.eval_file is not None and args.prompt is not None:
+        parser.error("--prompt and --eval_file: pick one")
     if args.model_mode == 0 and args.system is not None:
         parser.error("--system: only the chat modes (--model_mode 1, 2 or 3) take a system prompt")
 
@@ -218,6 +244,29 @@ def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampl
             write_json_line(line, session.reply(line), sys.stdout, keys=("user", "assistant"))
 
 
+def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer,
+                     sampling: SamplingConfig) -> None:
+    """--eval_file: predictions for every conversation, then the report on stdout."""
+    path = Path(args.eval_file)
+    if not path.is_file():
+        raise UserError(f"--eval_file {path}: no such file")
+    skip = SkipStats() if args.skip_bad else None
+    try:
+        samples = load_samples(path, tok, chat=args.model_mode != 0, data_format=args.data_format,
+                               skip=skip, max_samples=args.max_samples)
+    except DataError as e:
+        raise UserError(str(e)) from None
+    if skip is not None:
+        print(skip.summary(), file=sys.stderr)
+    if not samples:
+        raise UserError(f"--eval_file {path}: no conversation to evaluate")
+    out = Path(args.out) if args.out else None
+    report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=out)
+    print(format_report(report))
+    if out is not None:
+        print(f"predictions: {out}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> None:
     model, tok, device = load(args)
     # A pretrained model ends a document with <|endoftext|>; <|im_end|> is a
@@ -225,7 +274,9 @@ def run(args: argparse.Namespace) -> None:
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                               stop_ids=(tok.endoftext_id, tok.eos_id))
-    if args.model_mode != 0:
+    if args.eval_file is not None:
+        batch_evaluation(args, model, tok, sampling)
+    elif args.model_mode != 0:
         chat(args, model, tok, sampling)
         return
 

@@ -1,0 +1,158 @@
+"""Batch evaluation of a model on a chat file: predictions, BLEU/ROUGE, loss and speed.
+
+    python eval_model.py --model_mode 1 --eval_file data/alpaca_zh_demo.json --out out/eval/sft.jsonl
+
+Each conversation in the file (any chat format dataset/chat_formats.py reads)
+becomes one sample: everything before its LAST assistant turn is the prompt and
+that turn is the reference. The report gives, like LLaMA-Factory's predict run:
+
+  bleu-4, rouge-1/2/l   the generated reply against the reference, averaged over
+                        samples x 100 (evaluation/text_metrics.py: per-character
+                        tokens; ROUGE-L is plain F1, where LLaMA-Factory's rouge
+                        package weights recall by beta = P/R, and its ROUGE runs
+                        over jieba words, so compare our ROUGE with ours only)
+  loss, ppl             teacher-forced cross-entropy of the reference reply
+                        given the same prompt, averaged over its tokens (the
+                        reply's <|im_end|> included in chat modes), and exp(loss)
+  tokens/s              generated tokens over the seconds spent generating
+
+How the prompt is shown to the model depends on the stage. A chat model
+(modes 1-3) gets the ChatML conversation with the assistant header, exactly as in
+SFT. A pretrained model (mode 0) has never seen ChatML, so it gets the plain
+text of the turns (system, then user and assistant contents, one per line) to
+continue; that is the honest "before" of a before/after comparison.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dataset.chat_formats import iter_conversations
+from dataset.readers import SkipStats
+from model import SamplingConfig, SpongeBob, generate
+from tokenizer import SpongeTokenizer
+from .text_metrics import corpus_scores
+
+
+@dataclass
+class EvalSample:
+    where: str            # file:line, for the predictions file and for errors
+    prompt: str           # the prompt as text (what --out records)
+    prompt_ids: list[int]
+    reference: str        # the last assistant turn
+    reference_ids: list[int]  # its token ids as the model should produce them
+
+
+def _plain_prompt(turns: list[dict]) -> str:
+    return "\n".join(m["content"] for m in turns) + "\n"
+
+
+def make_sample(where: str, messages: list[dict], tok: SpongeTokenizer, chat: bool) -> EvalSample:
+    """Split a conversation at its last assistant turn into prompt and reference."""
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    turns, reference = messages[:last], messages[last]["content"]
+    if chat:
+        prompt_ids = tok.apply_chat_template(turns, add_generation_prompt=True, tokenize=True)
+        prompt = tok.decode(prompt_ids)
+        reference_ids = tok.encode(reference) + [tok.im_end_id]
+    else:
+        # The pretraining stream starts every document after <|endoftext|>.
+        prompt = _plain_prompt(turns)
+        prompt_ids = [tok.endoftext_id] + tok.encode(prompt)
+        reference_ids = tok.encode(reference)
+    return EvalSample(where, prompt, list(prompt_ids), reference, reference_ids)
+
+
+def load_samples(path: str | Path, tok: SpongeTokenizer, chat: bool, data_format: str | None = None,
+                 skip: SkipStats | None = None, max_samples: int | None = None) -> list[EvalSample]:
+    """The samples of one chat file; bad records raise DataError unless skip counts them."""
+    samples = []
+    for where, messages in iter_conversations(path, data_format, skip):
+        samples.append(make_sample(where, messages, tok, chat))
+        if max_samples is not None and len(samples) >= max_samples:
+            break
+    return samples
+
+
+@torch.no_grad()
+def reference_loss(model: SpongeBob, sample: EvalSample) -> tuple[float, int]:
+    """(summed cross-entropy, token count) of the reference reply after the prompt.
+    A sequence longer than the context keeps its end: the reply and the prompt's tail."""
+    ids = sample.prompt_ids + sample.reference_ids
+    n_ref = len(sample.reference_ids)
+    context = model.config.max_position_embeddings
+    ids = ids[-(context + 1):]
+    n_ref = min(n_ref, len(ids) - 1)
+    device = model.embed.weight.device
+    seq = torch.tensor(ids, dtype=torch.long, device=device)
+    logits = model(seq[None, :-1]).logits[0, -n_ref:].float()
+    loss = F.cross_entropy(logits, seq[-n_ref:], reduction="sum")
+    return float(loss), n_ref
+
+
+def _predict(model: SpongeBob, tok: SpongeTokenizer, sample: EvalSample, sampling: SamplingConfig,
+             seed: int | None) -> tuple[str, int, float]:
+    """(reply text, generated token count, seconds)."""
+    generator = None
+    if seed is not None:  # seeded per sample, so a prediction does not depend on the ones before it
+        generator = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
+    start = time.perf_counter()
+    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator))
+    seconds = time.perf_counter() - start
+    return tok.decode(ids, skip_special_tokens=True).strip(), len(ids), seconds
+
+
+def evaluate_samples(model: SpongeBob, tok: SpongeTokenizer, samples: list[EvalSample],
+                     sampling: SamplingConfig, seed: int | None = None, out_path: Path | None = None,
+                     show_progress: bool = True) -> dict:
+    """Generate for every sample, score, and write predictions JSONL to out_path (atomically)."""
+    # A chat reply ends at <|im_end|>; a continuation at <|endoftext|>.
+    sampling = replace(sampling, stop_ids=(tok.im_end_id, tok.endoftext_id))
+    predictions, rows = [], []
+    loss_sum, loss_tokens, gen_tokens, gen_seconds = 0.0, 0, 0, 0.0
+    for sample in tqdm(samples, desc="evaluating", unit=" sample", disable=not show_progress):
+        text, n_new, seconds = _predict(model, tok, sample, sampling, seed)
+        loss, n_ref = reference_loss(model, sample)
+        loss_sum, loss_tokens = loss_sum + loss, loss_tokens + n_ref
+        gen_tokens, gen_seconds = gen_tokens + n_new, gen_seconds + seconds
+        predictions.append(text)
+        rows.append({"where": sample.where, "prompt": sample.prompt, "label": sample.reference, "predict": text})
+    report = {"samples": len(samples), **corpus_scores(predictions, [s.reference for s in samples])}
+    mean_loss = loss_sum / max(loss_tokens, 1)
+    report.update({"loss": mean_loss, "ppl": math.exp(min(mean_loss, 50.0)), "generated_tokens": gen_tokens,
+                   "tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else 0.0})
+    if out_path is not None:
+        write_jsonl_atomic(out_path, rows)
+    return report
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """Write to a sibling temp file, then rename: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def format_report(report: dict) -> str:
+    """One line per figure, in the order users compare them."""
+    return "\n".join([
+        f"samples        {report['samples']}",
+        f"bleu-4         {report['bleu-4']:.2f}",
+        f"rouge-1        {report['rouge-1']:.2f}",
+        f"rouge-2        {report['rouge-2']:.2f}",
+        f"rouge-l        {report['rouge-l']:.2f}",
+        f"loss           {report['loss']:.4f}   (reference replies, teacher-forced)",
+        f"ppl            {report['ppl']:.2f}",
+        f"tokens/s       {report['tokens_per_s']:.1f}   ({report['generated_tokens']} generated)",
+    ])
