@@ -5,7 +5,9 @@ Precedence, lowest to highest:
     < --config file.yaml|.json < command-line flags
 The flags are built from the dataclass fields, so a field, its flag, its help
 string and its config-file key are one thing. Names follow MiniMind/SpongeBob
-(--batch_size, --learning_rate, --accumulation_steps, ...).
+(--batch_size, --learning_rate, --accumulation_steps, ...). A stage with knobs
+of its own (distill.py) subclasses TrainConfig, and its fields become flags the
+same way, shown only by that stage's --help.
 """
 from __future__ import annotations
 
@@ -73,9 +75,6 @@ class TrainConfig:
     config: str = _f("", "YAML or JSON file of these options; command-line flags win over it")
 
 
-FIELD_NAMES = [f.name for f in fields(TrainConfig)]
-
-
 class ConfigError(ValueError):
     """A bad flag, key or value; the message is one line."""
 
@@ -105,7 +104,8 @@ def _shown(value: Any) -> str:
 
 
 def build_parser(description: str, defaults: dict[str, Any] | None = None,
-                 demo_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+                 demo_defaults: dict[str, Any] | None = None,
+                 config_cls: type[TrainConfig] = TrainConfig) -> argparse.ArgumentParser:
     """One flag per TrainConfig field, its help ending with the stage's default
     (and the demo's, where it differs). argparse's own defaults are suppressed
     so that we can tell which flags were given: they must win over a config file."""
@@ -113,10 +113,10 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
                                      argument_default=argparse.SUPPRESS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults, demo_defaults = defaults or {}, demo_defaults or {}
-    for f in fields(TrainConfig):
+    for f in fields(config_cls):
         flag, help_text = f"--{f.name}", f.metadata["help"]
         if f.name != "config":
-            default = defaults.get(f.name, field_default(f.name))
+            default = defaults.get(f.name, field_default(f.name, config_cls))
             help_text += f" (default: {_shown(default)}"
             if f.name in demo_defaults and demo_defaults[f.name] != default:
                 help_text += f"; demo: {_shown(demo_defaults[f.name])}"
@@ -134,8 +134,9 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
     return parser
 
 
-def read_config_file(path: str) -> dict[str, Any]:
+def read_config_file(path: str, config_cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
     """Options from a YAML or JSON file, keys checked against the known fields."""
+    names = [f.name for f in fields(config_cls)]
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -151,8 +152,8 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
     for key in values:
-        if key not in FIELD_NAMES:
-            raise ConfigError(f"{path}: unknown option '{key}'{did_you_mean(key, FIELD_NAMES)}")
+        if key not in names:
+            raise ConfigError(f"{path}: unknown option '{key}'{did_you_mean(key, names)}")
     if isinstance(values.get("save_at_epochs"), str):
         values["save_at_epochs"] = _parse_floats(values["save_at_epochs"])
     if isinstance(values.get("data_path"), str):
@@ -161,17 +162,19 @@ def read_config_file(path: str) -> dict[str, Any]:
 
 
 def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[str, Any] | None = None,
-                 demo_defaults: dict[str, Any] | None = None) -> TrainConfig:
-    """Layer defaults, the optional config file and the flags into a TrainConfig."""
-    parser = build_parser(description, stage_defaults, demo_defaults)
+                 demo_defaults: dict[str, Any] | None = None,
+                 config_cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
+    """Layer defaults, the optional config file and the flags into a TrainConfig (or config_cls)."""
+    parser = build_parser(description, stage_defaults, demo_defaults, config_cls)
+    names = [f.name for f in fields(config_cls)]
     given, unknown = parser.parse_known_args(argv)
     for arg in unknown:
         if arg.startswith("-"):
             name = arg.lstrip("-").split("=")[0]
-            parser.error(f"unknown flag '{arg}'{did_you_mean(name, FIELD_NAMES)}")
+            parser.error(f"unknown flag '{arg}'{did_you_mean(name, names)}")
         parser.error(f"unexpected argument '{arg}'")
     given = vars(given)
-    from_file = read_config_file(given["config"]) if given.get("config") else {}
+    from_file = read_config_file(given["config"], config_cls) if given.get("config") else {}
     chosen = {**from_file, **given}
 
     values: dict[str, Any] = dict(stage_defaults or {})
@@ -179,7 +182,7 @@ def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[
         values.update(demo_defaults)
     values.update(chosen)
     try:
-        return TrainConfig(**values)
+        return config_cls(**values)
     except TypeError as e:
         raise ConfigError(str(e)) from None
 
@@ -188,6 +191,6 @@ def config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def field_default(name: str) -> Any:
-    f = next(f for f in fields(TrainConfig) if f.name == name)
+def field_default(name: str, config_cls: type[TrainConfig] = TrainConfig) -> Any:
+    f = next(f for f in fields(config_cls) if f.name == name)
     return f.default_factory() if f.default is MISSING else f.default

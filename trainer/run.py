@@ -37,13 +37,16 @@ class StageData:
 
 
 DataBuilder = Callable[[TrainConfig, SpongeTokenizer, DistInfo], StageData]
+# Called once the device is known, so a loss can bring a model of its own (a teacher).
+# None from it means the default loss.
+LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device], LossFn | None]
 
 
-def cli_config(description: str, stage_defaults: dict[str, Any],
-               demo_defaults: dict[str, Any] | None = None) -> TrainConfig:
+def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
+               config_cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
     """parse_config over sys.argv; a bad config file is one line and exit 2."""
     try:
-        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults)
+        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -92,7 +95,7 @@ def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, tr
     ])
 
 
-def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, loss_fn: LossFn) -> None:
+def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None) -> None:
     device = pick_device(cfg.device)
     dist = init_distributed(device)
     device = local_device(device, dist)
@@ -105,6 +108,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, loss_fn: LossF
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
     model = build_model(cfg, tok)
+    loss_fn = (build_loss(cfg, tok, device) if build_loss else None) or default_loss
     trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
                       data_identity=data.identity, loss_fn=loss_fn)
     if dist.is_main:
@@ -118,12 +122,14 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, loss_fn: LossF
     trainer.fit()
 
 
-def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, loss_fn: LossFn = default_loss) -> None:
+def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None = None) -> None:
     """Train one stage, turning user errors into one line and a non-zero exit.
+    build_loss(cfg, tok, device) gives the stage's loss; the default is the
+    cross-entropy on the trained tokens (weighted when batches carry loss_weight).
     Set SPONGEBOB_DEBUG=1 to get the full traceback instead."""
     debug = bool(os.environ.get("SPONGEBOB_DEBUG"))
     try:
-        _train(cfg, stage, build_data, loss_fn)
+        _train(cfg, stage, build_data, build_loss)
     except KeyboardInterrupt as e:
         print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
         sys.exit(130)
