@@ -6,14 +6,23 @@ Every format becomes a list of {"role": "system"|"user"|"assistant", "content": 
   sharegpt   {"conversations": [{"from": "human|gpt|system", "value"}, ...]}
   openai     {"messages": [{"role", "content"}, ...]}
   alpaca     {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
+  qa         {"question", "answer", "system"?}                       (one exchange; R1 dumps)
 
 Alpaca semantics (LLaMA-Factory's): `instruction` is what the user says and
 `input`, when present, is extra material appended to it after a newline; each
 [q, a] pair of `history` is an earlier user/assistant turn; `output` is the reply.
 
+Reasoning: API dumps (OpenAI, DeepSeek) keep an assistant turn's thinking in a
+separate `reasoning_content` beside `content`, and OpenAI/LLaMA-Factory content
+may be a list of parts, some of type "reasoning". Either becomes a <think> block
+before the reply, "<think>\n{reasoning}\n</think>\n{content}", so the thinking
+reaches the model as text; dataset/reasoning.py then puts reasoning replies in
+their one canonical form.
+
 Checks, each a ChatFormatError with a one-line reason (the caller adds file:line):
 unknown roles, a system turn that is not first, an assistant turn before any
-user turn, no assistant turn at all, empty content, and wrong types.
+user turn, no assistant turn at all, empty content, reasoning_content on a turn
+that is not the assistant's, and wrong types.
 """
 from __future__ import annotations
 
@@ -23,7 +32,7 @@ from typing import Any
 
 from .readers import DataError, SkipStats, iter_records
 
-CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca")
+CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca", "qa")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
 
@@ -51,6 +60,8 @@ def detect_format(record: Any) -> str | None:
             return "minimind"
     if "instruction" in record and "output" in record:
         return "alpaca"
+    if "question" in record and "answer" in record:
+        return "qa"
     return None
 
 
@@ -80,6 +91,20 @@ def _content(value: Any, what: str) -> str:
     return _text(value, what)
 
 
+def _with_reasoning(turn: dict, role: str, content: str, i: int) -> str:
+    """content with the turn's reasoning_content, if any, as a <think> block before it."""
+    reasoning = turn.get("reasoning_content")
+    if reasoning is None or (isinstance(reasoning, str) and not reasoning.strip()):
+        return content  # dumps write null or "" when the model did not think
+    if not isinstance(reasoning, str):
+        raise ChatFormatError(f"turn {i + 1} reasoning_content must be a string, got {type(reasoning).__name__}",
+                              "wrong type")
+    if role != "assistant":
+        raise ChatFormatError(f"turn {i + 1}: reasoning_content on a {role} turn; only replies think",
+                              "misplaced reasoning")
+    return f"<think>\n{reasoning}\n</think>\n{content}"
+
+
 def _turns(record: dict, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> list[dict]:
     turns = record.get(key)
     if not isinstance(turns, list) or not turns:
@@ -92,7 +117,8 @@ def _turns(record: dict, key: str, role_key: str, text_key: str, roles: dict[str
         if role not in roles:
             raise ChatFormatError(f"turn {i + 1}: unknown role {role!r} (expected {', '.join(sorted(roles))})",
                                   "unknown role")
-        messages.append({"role": roles[role], "content": _content(turn.get(text_key), f"turn {i + 1} {text_key}")})
+        content = _content(turn.get(text_key), f"turn {i + 1} {text_key}")
+        messages.append({"role": roles[role], "content": _with_reasoning(turn, roles[role], content, i)})
     return messages
 
 
@@ -115,6 +141,15 @@ def _alpaca(record: dict) -> list[dict]:
         raise ChatFormatError(f"input must be a string, got {type(extra).__name__}", "wrong type")
     messages.append({"role": "user", "content": f"{user}\n{extra}" if extra.strip() else user})
     messages.append({"role": "assistant", "content": _text(record.get("output"), "output")})
+    return messages
+
+
+def _qa(record: dict) -> list[dict]:
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": _text(record["system"], "system")})
+    messages.append({"role": "user", "content": _text(record.get("question"), "question")})
+    messages.append({"role": "assistant", "content": _text(record.get("answer"), "answer")})
     return messages
 
 
@@ -142,6 +177,8 @@ def to_messages(record: Any, fmt: str) -> list[dict]:
         messages = _turns(record, "conversations", "from", "value", SHAREGPT_ROLES)
     elif fmt == "alpaca":
         messages = _alpaca(record)
+    elif fmt == "qa":
+        messages = _qa(record)
     else:
         raise ChatFormatError(f"unknown format {fmt!r}; choose from {', '.join(CHAT_FORMATS)}", "unknown format")
     check_order(messages)

@@ -10,6 +10,11 @@ Over-long conversations (more than max_seq_len + 1 tokens) follow an explicit
 policy, never a silent cut: "drop" leaves them out, "truncate" keeps their
 first max_seq_len + 1 tokens (a reply may be cut mid-answer: the user asked
 for it). Both are counted in meta["lengths"].
+
+With reasoning=True (distillation), every assistant reply is first put in the
+one canonical <think>/<answer> form (dataset/reasoning.py); a reply that cannot
+be (unclosed <think>, duplicated tags, no thinking, an empty answer) is a bad
+record: an error naming file:line, or counted and skipped under skip_bad.
 """
 from __future__ import annotations
 
@@ -26,10 +31,11 @@ import numpy as np
 from tqdm import tqdm
 
 from tokenizer import SpongeTokenizer
-from .chat_formats import iter_conversations
+from .chat_formats import ChatFormatError, iter_conversations
 from .chat_mask import tokenize_chat
 from .pretokenize import source_identity
 from .readers import DataError, SkipStats, expand_paths
+from .reasoning import normalise_reply
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenizedCorpus, load_tokenized,
                           mask_path, split_counts, write_json_atomic)
 
@@ -47,6 +53,20 @@ def _is_val(ids: list[int], seed: int, val_fraction: float) -> bool:
     return digest / 2**32 < val_fraction
 
 
+def _reasoning_messages(messages: list[dict], where: str, skip: SkipStats | None) -> list[dict] | None:
+    """The conversation with every reply in canonical reasoning form; None if skipped."""
+    out = []
+    for i, m in enumerate(messages):
+        try:
+            out.append({**m, "content": normalise_reply(m["content"])} if m["role"] == "assistant" else m)
+        except ChatFormatError as e:
+            if skip is None:
+                raise DataError(f"{where}: turn {i + 1}: {e}") from None
+            skip.add(e.reason, where)
+            return None
+    return out
+
+
 def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, skip: SkipStats | None,
            show_progress: bool) -> dict:
     """Stream every conversation into out/; returns the length counts."""
@@ -56,7 +76,9 @@ def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, sk
     masks = {s: open(mask_path(out, s), "wb") for s in SPLITS}
     try:
         for path in tqdm(files, desc="tokenizing chats", unit=" file", disable=not show_progress):
-            for _where, messages in iter_conversations(path, options["data_format"], skip):
+            for where, messages in iter_conversations(path, options["data_format"], skip):
+                if options["reasoning"] and (messages := _reasoning_messages(messages, where, skip)) is None:
+                    continue
                 ids, mask = tokenize_chat(messages, tok)
                 if len(ids) > limit:
                     if options["truncation"] == "drop":
@@ -80,16 +102,17 @@ def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, sk
 
 def pretokenize_chat(paths: Sequence[str | Path], tok: SpongeTokenizer, max_seq_len: int, truncation: str = "drop",
                      data_format: str | None = None, skip_bad: bool = False, val_fraction: float = 0.01,
-                     seed: int = 0, cache_root: Path = Path("out/cache"), show_progress: bool = True
-                     ) -> TokenizedCorpus:
-    """Tokenize chat files once (cached); raises DataError on bad input unless skip_bad."""
+                     seed: int = 0, cache_root: Path = Path("out/cache"), show_progress: bool = True,
+                     reasoning: bool = False) -> TokenizedCorpus:
+    """Tokenize chat files once (cached); raises DataError on bad input unless skip_bad.
+    reasoning=True puts every reply in canonical <think>/<answer> form first (see above)."""
     if truncation not in TRUNCATION_POLICIES:
         raise ValueError(f"--truncation {truncation}: choose drop or truncate")
     if not paths:
         raise DataError("no data path given: pass chat files (.jsonl/.json) or folders")
     files = expand_paths(paths)
     options = {"max_seq_len": max_seq_len, "truncation": truncation, "data_format": data_format,
-               "val_fraction": val_fraction, "seed": seed, "skip_bad": skip_bad}
+               "val_fraction": val_fraction, "seed": seed, "skip_bad": skip_bad, "reasoning": reasoning}
     final = Path(cache_root) / sft_cache_key(files, tok, options)
     if (final / "meta.json").is_file():
         return load_tokenized(final)
