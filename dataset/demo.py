@@ -11,6 +11,11 @@ from anywhere, and it is regular enough that a tiny model visibly learns it.
     sft_long    {"conversations"}: many turns                  2,000 dialogues of 512-1024 tokens
     r1          {"conversations", "answer"}: <think>/<answer>  6,000 problems with gold answers
     dpo         {"chosen", "rejected"}: message lists          4,000 pairs
+    r1_test     the same as r1: held-out problems               200 problems, none asked in r1
+
+r1_test is the evaluation set for the reasoning stage. It has its own random
+stream, and every question of r1 (same seed, default size, so any smaller r1
+too: a smaller size is a prefix) is left out, as is any repeat within it.
 
 `size` always counts records. The same (kind, seed, size) gives byte-identical
 files: each kind draws from its own random.Random seeded by a string, never the
@@ -19,7 +24,7 @@ global RNG or hash() (whose value changes between runs). A sidecar
 source, the seed and size, and the file's byte count; when any of them differs,
 ensure_demo_corpus() writes the file again.
 
-    python -m dataset.demo                       # write all five, print counts and samples
+    python -m dataset.demo                       # write all six, print counts and samples
     python -m dataset.demo --kind r1 --seed 1
 """
 from __future__ import annotations
@@ -36,13 +41,14 @@ from typing import Callable, Iterator
 
 from .demo_chat import sft_long_record, sft_record
 from .demo_pretrain import pretrain_record
-from .demo_reason import dpo_record, r1_record
+from .demo_reason import dpo_record, r1_record, r1_test_records
 
 DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root when the scripts run)
-DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo")
+DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo", "r1_test")
 DEMO_VERSION = 1  # bump when the output changes in a way the source fingerprint would not show
 # Records per kind: each file is a few MB and takes about a second to write.
-DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000}
+DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000,
+                                  "r1_test": 200}
 _MAKERS: dict[str, Callable[[random.Random], dict]] = {
     "pretrain": pretrain_record, "sft": sft_record, "sft_long": sft_long_record,
     "r1": r1_record, "dpo": dpo_record,
@@ -66,6 +72,10 @@ def demo_records(kind: str, seed: int = 0, size: int | None = None) -> Iterator[
     n = _check(kind, seed, size)
     # A string seed goes through SHA-512, so kinds and seeds get independent, stable streams.
     rng = random.Random(f"spongebob-demo/{kind}/{seed}")
+    if kind == "r1_test":
+        train = {r["conversations"][0]["content"] for r in demo_records("r1", seed)}
+        yield from r1_test_records(rng, n, train)
+        return
     make = _MAKERS[kind]
     for _ in range(n):
         yield make(rng)
@@ -153,7 +163,7 @@ def _summary(path: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataset.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--kind", default="all", choices=("all",) + DEMO_KINDS,
-                        help="which corpus to write (default: all five)")
+                        help="which corpus to write (default: all six)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     parser.add_argument("--size", type=int, default=None,
                         help="number of records (default per kind: "

@@ -9,13 +9,17 @@ small steps, writing every calculation as "a op b = c", then answers:
 Each problem maker returns (question, steps, answer). Numbers stay small
 (results under 200) so the steps are within a tiny model's reach.
 
+r1_test: the held-out problems for measuring format compliance and accuracy,
+drawn from their own random stream and never equal to a training question
+(see r1_test_records).
+
 dpo: MiniMind's {"chosen": [msgs], "rejected": [msgs]} — the same conversation
 ending in a right answer or in a wrong or unhelpful one.
 """
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Callable, Iterator
 
 from .demo_chat import UNHELPFUL, ask, to_messages
 from .demo_world import (CHARACTERS, COUNTABLES, MENU, OUTINGS, WEEKDAYS, Character, pick_other)
@@ -178,6 +182,23 @@ def r1_record(rng: random.Random) -> dict:
     return {"conversations": [{"role": "user", "content": q},
                               {"role": "assistant", "content": r1_reply(steps, answer)}],
             "answer": answer}
+
+
+def r1_test_records(rng: random.Random, n: int, train_questions: set[str]) -> Iterator[dict]:
+    """n r1 records whose questions are all new: none is in train_questions, none repeats.
+    A held-out problem that also appears in training would measure memory, not reasoning."""
+    seen, made, tries = set(train_questions), 0, 0
+    while made < n:
+        tries += 1
+        if tries > 100 * n + 10_000:  # the problem space is large, but not endless
+            raise ValueError(f"found only {made} held-out problems not in the training set; ask for fewer")
+        record = r1_record(rng)
+        question = record["conversations"][0]["content"]
+        if question in seen:
+            continue
+        seen.add(question)
+        made += 1
+        yield record
 
 
 def _wrong_answer(rng: random.Random, answer: str) -> str:

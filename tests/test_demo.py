@@ -184,6 +184,28 @@ def test_r1_numeric_answers_come_from_the_last_step(corpus):
             assert equations[-1][3] == r["answer"], think
 
 
+def test_r1_test_is_held_out_from_r1_and_solvable(corpus):
+    train = {r["conversations"][0]["content"] for r in corpus["r1"]}
+    test = [r["conversations"][0]["content"] for r in corpus["r1_test"]]
+    assert len(test) == 200 and len(set(test)) == 200  # no repeats
+    assert not train & set(test)
+    kinds = set()
+    for r in corpus["r1_test"]:
+        assert set(r) == {"conversations", "answer"}
+        assert R1_REPLY.fullmatch(r["conversations"][1]["content"]).group(2) == r["answer"]
+        kind, solved = solve(r["conversations"][0]["content"])
+        assert solved == r["answer"]
+        kinds.add(kind)
+    assert len(kinds) == 11
+
+
+def test_r1_test_of_another_seed_is_held_out_from_that_seeds_r1():
+    train = {r["conversations"][0]["content"] for r in demo_records("r1", 5)}
+    test = {r["conversations"][0]["content"] for r in demo_records("r1_test", 5, 300)}
+    assert len(test) == 300 and not train & test
+    assert test != {r["conversations"][0]["content"] for r in demo_records("r1_test", 0, 300)}
+
+
 # ---------------------------------------------------------------- determinism and caching
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
