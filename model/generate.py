@@ -4,6 +4,10 @@
 print while the model is still thinking. With the KV cache (the default) each
 step feeds one token; without it every step re-reads the whole sequence, which
 is slower but is the reference that the cache must match.
+
+With a ThinkBudget (model/budget.py) some tokens are forced instead of sampled,
+to cap or stretch a reasoning model's thinking; they are fed and yielded like
+sampled ones, through the cache as well.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .budget import BudgetState, ThinkBudget
 from .model import SpongeBob
 
 
@@ -73,12 +78,14 @@ def sample_next(logits: torch.Tensor, seen_ids: torch.Tensor, cfg: SamplingConfi
 
 @torch.no_grad()
 def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | None = None,
-             use_cache: bool = True, generator: torch.Generator | None = None) -> Iterator[int]:
+             use_cache: bool = True, generator: torch.Generator | None = None,
+             budget: ThinkBudget | None = None) -> Iterator[int]:
     """Yield up to cfg.max_new_tokens new token ids after prompt_ids.
 
-    Stops early on any id in cfg.stop_ids (which is not yielded) or when the
-    model's context is full. A prompt longer than the context keeps its last
-    tokens, leaving room for the new ones.
+    Stops early on any sampled id in cfg.stop_ids (which is not yielded) or when
+    the model's context is full. A prompt longer than the context keeps its last
+    tokens, leaving room for the new ones. budget: budget forcing of the thinking
+    span (see model/budget.py); its forced tokens count toward max_new_tokens.
     """
     cfg = cfg or SamplingConfig()
     device = model.embed.weight.device
@@ -86,6 +93,8 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
     ids = list(prompt_ids)
     if not ids:
         raise ValueError("generate needs at least one prompt token")
+    # Whether thinking is open is read from the whole prompt, before it is cut to the context.
+    forcing = BudgetState(budget, ids) if budget is not None else None
     max_new = min(cfg.max_new_tokens, context - 1)
     ids = ids[-(context - max_new):]
     seq = torch.tensor(ids, dtype=torch.long, device=device)
@@ -97,10 +106,15 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
         cache = model.new_cache(1, len(ids) + max_new) if use_cache else None
         step_input = seq
         for _ in range(max_new):
+            # A forced token still needs this forward pass: it feeds the previous token.
             logits = model(step_input[None], cache=cache).logits[0, -1]
-            next_id = sample_next(logits, seq, cfg, generator)
-            if next_id in stop:
-                return
+            next_id = forcing.forced_next() if forcing is not None else None
+            if next_id is None:
+                next_id = sample_next(logits, seq, cfg, generator)
+                if next_id in stop:
+                    return
+                if forcing is not None:
+                    next_id = forcing.accept(next_id)
             yield next_id
             next_tensor = torch.tensor([next_id], dtype=torch.long, device=device)
             seq = torch.cat([seq, next_tensor])
