@@ -28,8 +28,10 @@ DEMO = dict(init="out/pretrain.pth", epochs=1, max_steps=300, batch_size=16, acc
             log_interval=5, eval_batches=10)
 
 
-def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str) -> StageData:
-    """Chat data for SFT-like stages: the files given, or the built-in demo_kind dialogues."""
+def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str,
+              reasoning: bool = False) -> StageData:
+    """Chat data for SFT-like stages: the files given, or the built-in demo_kind dialogues.
+    With reasoning, every reply is checked and normalised to <think>/<answer> form."""
     paths = cfg.data_path
     if not paths:
         paths = [str(ensure_demo_corpus(demo_kind))]
@@ -37,7 +39,8 @@ def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind:
             print(f"no --data_path: training on the built-in demo dialogues {paths[0]}")
     corpus = pretokenize_chat(paths, tok, cfg.max_seq_len, truncation=cfg.truncation,
                               data_format=cfg.data_format or None, skip_bad=cfg.skip_bad,
-                              val_fraction=cfg.val_fraction, seed=cfg.seed, show_progress=dist.is_main)
+                              val_fraction=cfg.val_fraction, seed=cfg.seed, show_progress=dist.is_main,
+                              reasoning=reasoning)
     shard = dict(seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
     train = SFTDataset(corpus.train, cfg.max_seq_len, **shard)
     val = SFTDataset(corpus.val, cfg.max_seq_len, shuffle=False, **shard)

@@ -33,7 +33,7 @@ class TrainConfig:
                                   "empty = the built-in demo corpus")
     text_field: str = _f("", "JSON/CSV field holding the text; empty = detect it")
     skip_bad: bool = _f(False, "skip malformed records and report counts instead of stopping at the first")
-    data_format: str = _f("", "chat data format: minimind, sharegpt, openai or alpaca; empty = detect it")
+    data_format: str = _f("", "chat data format: minimind, sharegpt, openai, alpaca or qa; empty = detect it")
     truncation: str = _f("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)")
     val_fraction: float = _f(0.01, "fraction of documents held out for validation loss")
     max_seq_len: int = _f(512, "tokens per training row")
@@ -115,22 +115,25 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
     defaults, demo_defaults = defaults or {}, demo_defaults or {}
     for f in fields(config_cls):
         flag, help_text = f"--{f.name}", f.metadata["help"]
+        # Annotations are strings here (postponed evaluation) but real types in a
+        # subclass from a module without it: compare them by name.
+        kind = f.type if isinstance(f.type, str) else str(f.type) if "[" in str(f.type) else f.type.__name__
         if f.name != "config":
             default = defaults.get(f.name, field_default(f.name, config_cls))
             help_text += f" (default: {_shown(default)}"
             if f.name in demo_defaults and demo_defaults[f.name] != default:
                 help_text += f"; demo: {_shown(demo_defaults[f.name])}"
             help_text = help_text.replace("%", "%%") + ")"
-        if f.type == "bool":
+        if kind == "bool":
             # `--use_wandb` alone means true; `--use_wandb false` turns it off
             # (the reference's type=bool flag could never be switched off).
             parser.add_argument(flag, nargs="?", const=True, type=_parse_bool, help=help_text)
-        elif f.type == "list[str]":
+        elif kind == "list[str]":
             parser.add_argument(flag, nargs="+", help=help_text)
-        elif f.type == "list[float]":
+        elif kind == "list[float]":
             parser.add_argument(flag, type=_parse_floats, help=help_text + " (comma-separated)")
         else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), help=help_text)
+            parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), help=help_text)
     return parser
 
 
