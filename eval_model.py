@@ -3,7 +3,8 @@
 Model modes (which stage's checkpoint is loaded; --ckpt loads another file):
   0  pretrain   out/pretrain.pth   continues prompts as raw text
   1  sft        out/sft.pth        chat
-  2  distill    out/distill.pth    chat (its thinking is not shown apart yet)
+  2  distill    out/distill.pth    chat that thinks: the thinking is shown dimmed (labelled
+                                   [思考] when not on a terminal), then the answer; --hide_think
   3  sft_long   out/sft_long.pth   chat with longer context
 
 Where the prompts come from (mode 0):
@@ -20,6 +21,10 @@ Chat (modes 1-3) keeps the last --history_turns exchanges and an optional --syst
   a pipe or file   each non-empty line is the next user turn of one conversation
                    (with --no_history, of a new one), one JSON line each:
                    {"user": ..., "assistant": ...}
+
+Budget forcing (any mode, s1-style): --max_think_tokens N closes the thinking with
+</think><answer> once it reaches N tokens; --min_think_tokens M replaces an earlier
+</think> with --continue_word (等等) so the model thinks on.
 
 Batch evaluation (any mode): --eval_file F [--out predictions.jsonl] scores the
 model on a chat file's last assistant turns: BLEU-4, ROUGE-1/2/L, loss and
@@ -46,8 +51,11 @@ import torch
 from dataset.chat_formats import CHAT_FORMATS
 from dataset.readers import DataError, SkipStats
 from evaluation.batch_eval import evaluate_samples, format_report, load_samples
+from evaluation.reasoning_metrics import budget_label, format_table
 from model import CheckpointError, SamplingConfig, SpongeBob, generate, load_model
-from model.chat import ChatSession, chat_loop
+from model.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
+from model.chat import ChatSession, ReasoningRender, chat_loop, write_reply
+from model.think_split import ANSWER, ThinkSplitter
 from model.streaming import stream_text
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 from trainer.device import pick_device
@@ -93,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chat modes: how many past user/assistant exchanges the prompt keeps")
     p.add_argument("--no_history", action="store_true",
                    help="chat modes: every turn starts a new conversation (same as --history_turns 0)")
+    p.add_argument("--hide_think", action="store_true", help="mode 2: show only the answer, not the thinking")
+    p.add_argument("--max_think_tokens", type=int, default=None,
+                   help="budget forcing: force </think><answer> after this many thinking tokens (default: no cap)")
+    p.add_argument("--min_think_tokens", type=int, default=0,
+                   help="budget forcing: replace an earlier </think> with --continue_word (default 0: off)")
+    p.add_argument("--continue_word", default=DEFAULT_CONTINUE_WORD,
+                   help="budget forcing: what replaces an early </think> (default 等等; s1 used Wait)")
+    p.add_argument("--think_budgets", default=None,
+                   help="with --eval_file: compare several --max_think_tokens values, e.g. none,16,64; "
+                        "prints one table row each")
     p.add_argument("--eval_file", default=None,
                    help="batch evaluation: a chat file (any format sft.py reads); each conversation's last "
                         "assistant turn is the reference. Reports BLEU-4, ROUGE, loss/perplexity and speed")
@@ -127,6 +145,18 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--out, --max_samples, --data_format and --skip_bad go with --eval_file")
     if args.eval_file is not None and args.prompt is not None:
         parser.error("--prompt and --eval_file: pick one")
+    if args.max_think_tokens is not None and args.max_think_tokens < 0:
+        parser.error(f"--max_think_tokens {args.max_think_tokens}: must be 0 or more")
+    if args.min_think_tokens < 0 or (args.max_think_tokens is not None
+                                     and args.min_think_tokens > args.max_think_tokens):
+        parser.error(f"--min_think_tokens {args.min_think_tokens}: must be 0 or more, and at most --max_think_tokens")
+    if args.think_budgets is not None:
+        if args.eval_file is None:
+            parser.error("--think_budgets goes with --eval_file")
+        try:
+            args.think_budgets = [None if b.strip() == "none" else int(b) for b in args.think_budgets.split(",")]
+        except ValueError:
+            parser.error(f"--think_budgets {args.think_budgets}: a comma list of token counts or none, e.g. none,16,64")
     if args.model_mode == 0 and args.system is not None:
         parser.error("--system: only the chat modes (--model_mode 1, 2 or 3) take a system prompt")
 
@@ -156,7 +186,7 @@ def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.de
 
 
 def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: SamplingConfig,
-                 seed: int | None, device: torch.device) -> Iterator[str]:
+                 seed: int | None, device: torch.device, budget: ThinkBudget | None = None) -> Iterator[str]:
     """Stream the text that follows prompt, in chunks that never split a character."""
     # The prompt opens a fresh document: in the packed pretraining stream every
     # document starts right after the <|endoftext|> that ends the one before.
@@ -165,7 +195,8 @@ def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: 
     if seed is not None:
         # Seeded per prompt, so an output does not depend on the prompts before it.
         generator = torch.Generator(device=device).manual_seed(seed)
-    yield from stream_text(tok, generate(model, prompt_ids, sampling, generator=generator))
+    extra = {"budget": budget} if budget is not None else {}
+    yield from stream_text(tok, generate(model, prompt_ids, sampling, generator=generator, **extra))
 
 
 def write_plain(prompt: str, chunks: Iterable[str], out: TextIO) -> None:
@@ -227,21 +258,40 @@ def interactive(answer: Callable[[str], Iterable[str]], out: TextIO) -> None:
             out.write("\n")
 
 
+def budget_for(args: argparse.Namespace, tok: SpongeTokenizer, max_think_tokens: int | None) -> ThinkBudget | None:
+    return think_budget(tok, max_think_tokens, args.min_think_tokens, args.continue_word)
+
+
 def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampling: SamplingConfig) -> None:
-    """Modes 1-3. Mode 2 chats plainly for now: its <think> part is printed inline."""
+    """Modes 1-3. Mode 2 shows its thinking apart from its answer and keeps only answers in the history."""
+    reasoning = args.model_mode == 2
     session = ChatSession(model, tok, sampling, system=args.system, seed=args.seed,
-                          history_turns=0 if args.no_history else args.history_turns)
+                          history_turns=0 if args.no_history else args.history_turns,
+                          budget=budget_for(args, tok, args.max_think_tokens), keep_thinking=not reasoning)
+    render = ReasoningRender(args.hide_think, color=sys.stdout.isatty()) if reasoning else write_reply
     if args.prompt is not None:
-        write_plain("", session.reply(args.prompt), sys.stdout)
+        render(session.reply(args.prompt), sys.stdout)
+        sys.stdout.write("\n")
     elif sys.stdin.isatty():
         try:  # line editing and history for input(), where the platform has readline
             importlib.import_module("readline")
         except ImportError:
             pass
-        chat_loop(session, sys.stdout)
+        chat_loop(session, sys.stdout, render=render)
     else:
         for line in prompt_lines(sys.stdin):
-            write_json_line(line, session.reply(line), sys.stdout, keys=("user", "assistant"))
+            reply = session.reply(line)
+            if reasoning and args.hide_think:
+                reply = answer_only(reply)
+            write_json_line(line, reply, sys.stdout, keys=("user", "assistant"))
+
+
+def answer_only(chunks: Iterable[str]) -> Iterator[str]:
+    """The answer part of a streamed reasoning reply, without its tags."""
+    splitter = ThinkSplitter()
+    for chunk in chunks:
+        yield from (text for kind, text in splitter.feed(chunk) if kind == ANSWER)
+    yield from (text for kind, text in splitter.flush() if kind == ANSWER)
 
 
 def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer,
@@ -261,10 +311,23 @@ def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeToke
     if not samples:
         raise UserError(f"--eval_file {path}: no conversation to evaluate")
     out = Path(args.out) if args.out else None
-    report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=out)
-    print(format_report(report))
-    if out is not None:
-        print(f"predictions: {out}", file=sys.stderr)
+    if args.think_budgets is None:
+        report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=out,
+                                  budget=budget_for(args, tok, args.max_think_tokens))
+        print(format_report(report))
+        if out is not None:
+            print(f"predictions: {out}", file=sys.stderr)
+        return
+    rows = []
+    for cap in args.think_budgets:  # one pass over the samples per setting
+        where = out.with_name(f"{out.stem}.think-{cap if cap is not None else 'none'}{out.suffix}") if out else None
+        report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=where,
+                                  budget=budget_for(args, tok, cap))
+        if "reasoning" not in report:
+            raise UserError(f"--think_budgets: {path} has no <answer> in its references to score against")
+        rows.append((budget_label(cap, args.min_think_tokens, args.continue_word if args.min_think_tokens else None),
+                     report["reasoning"]))
+    print(format_table(rows))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -281,7 +344,8 @@ def run(args: argparse.Namespace) -> None:
         return
 
     def answer(prompt: str) -> Iterator[str]:
-        return continuation(model, tok, prompt, sampling, args.seed, device)
+        return continuation(model, tok, prompt, sampling, args.seed, device,
+                            budget_for(args, tok, args.max_think_tokens))
 
     if args.prompt is not None:
         write_plain(args.prompt, answer(args.prompt), sys.stdout)

@@ -16,6 +16,12 @@ that turn is the reference. The report gives, like LLaMA-Factory's predict run:
                         reply's <|im_end|> included in chat modes), and exp(loss)
   tokens/s              generated tokens over the seconds spent generating
 
+When every reference has an <answer> part (R1 data), the report adds the
+reasoning scores of evaluation/reasoning_metrics.py against the reference's
+answer: format compliance, accuracy, strict accuracy and mean think length.
+Those are computed for any mode, so an SFT-only model and a distilled one can be
+compared on the same file.
+
 How the prompt is shown to the model depends on the stage. A chat model
 (modes 1-3) gets the ChatML conversation with the assistant header, exactly as in
 SFT. A pretrained model (mode 0) has never seen ChatML, so it gets the plain
@@ -38,7 +44,10 @@ from tqdm import tqdm
 from dataset.chat_formats import iter_conversations
 from dataset.readers import SkipStats
 from model import SamplingConfig, SpongeBob, generate
+from model.budget import ThinkBudget
+from model.think_split import split_reasoning
 from tokenizer import SpongeTokenizer
+from .reasoning_metrics import score_replies
 from .text_metrics import corpus_scores
 
 
@@ -99,27 +108,35 @@ def reference_loss(model: SpongeBob, sample: EvalSample) -> tuple[float, int]:
 
 
 def _predict(model: SpongeBob, tok: SpongeTokenizer, sample: EvalSample, sampling: SamplingConfig,
-             seed: int | None) -> tuple[str, int, float]:
+             seed: int | None, budget: ThinkBudget | None) -> tuple[str, int, float]:
     """(reply text, generated token count, seconds)."""
     generator = None
     if seed is not None:  # seeded per sample, so a prediction does not depend on the ones before it
         generator = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
+    extra = {"budget": budget} if budget is not None else {}
     start = time.perf_counter()
-    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator))
+    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator, **extra))
     seconds = time.perf_counter() - start
     return tok.decode(ids, skip_special_tokens=True).strip(), len(ids), seconds
 
 
+def gold_answers(samples: list[EvalSample]) -> list[str] | None:
+    """The <answer> part of every reference, or None unless all of them have one."""
+    if not samples or not all("<answer>" in s.reference for s in samples):
+        return None
+    return [split_reasoning(s.reference)[1].strip() for s in samples]
+
+
 def evaluate_samples(model: SpongeBob, tok: SpongeTokenizer, samples: list[EvalSample],
                      sampling: SamplingConfig, seed: int | None = None, out_path: Path | None = None,
-                     show_progress: bool = True) -> dict:
+                     show_progress: bool = True, budget: ThinkBudget | None = None) -> dict:
     """Generate for every sample, score, and write predictions JSONL to out_path (atomically)."""
     # A chat reply ends at <|im_end|>; a continuation at <|endoftext|>.
     sampling = replace(sampling, stop_ids=(tok.im_end_id, tok.endoftext_id))
     predictions, rows = [], []
     loss_sum, loss_tokens, gen_tokens, gen_seconds = 0.0, 0, 0, 0.0
     for sample in tqdm(samples, desc="evaluating", unit=" sample", disable=not show_progress):
-        text, n_new, seconds = _predict(model, tok, sample, sampling, seed)
+        text, n_new, seconds = _predict(model, tok, sample, sampling, seed, budget)
         loss, n_ref = reference_loss(model, sample)
         loss_sum, loss_tokens = loss_sum + loss, loss_tokens + n_ref
         gen_tokens, gen_seconds = gen_tokens + n_new, gen_seconds + seconds
@@ -129,6 +146,9 @@ def evaluate_samples(model: SpongeBob, tok: SpongeTokenizer, samples: list[EvalS
     mean_loss = loss_sum / max(loss_tokens, 1)
     report.update({"loss": mean_loss, "ppl": math.exp(min(mean_loss, 50.0)), "generated_tokens": gen_tokens,
                    "tokens_per_s": gen_tokens / gen_seconds if gen_seconds > 0 else 0.0})
+    golds = gold_answers(samples)
+    if golds is not None:
+        report["reasoning"] = score_replies(predictions, golds, lambda text: len(tok.encode(text)))
     if out_path is not None:
         write_jsonl_atomic(out_path, rows)
     return report
@@ -146,7 +166,7 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 def format_report(report: dict) -> str:
     """One line per figure, in the order users compare them."""
-    return "\n".join([
+    lines = [
         f"samples        {report['samples']}",
         f"bleu-4         {report['bleu-4']:.2f}",
         f"rouge-1        {report['rouge-1']:.2f}",
@@ -155,4 +175,10 @@ def format_report(report: dict) -> str:
         f"loss           {report['loss']:.4f}   (reference replies, teacher-forced)",
         f"ppl            {report['ppl']:.2f}",
         f"tokens/s       {report['tokens_per_s']:.1f}   ({report['generated_tokens']} generated)",
-    ])
+    ]
+    r = report.get("reasoning")
+    if r is not None:
+        lines += [f"compliance     {r['compliance']:.1f}%   (<think>...</think> then <answer>...</answer>)",
+                  f"accuracy       {r['accuracy']:.1f}%   (strict, compliant and correct: {r['strict_accuracy']:.1f}%)",
+                  f"think tokens   {r['mean_think_tokens']:.1f}   (mean over the {r['with_think']} replies that think)"]
+    return "\n".join(lines)

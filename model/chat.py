@@ -20,9 +20,11 @@ from typing import Protocol, Sequence, TextIO
 
 import torch
 
+from .budget import ThinkBudget
 from .generate import SamplingConfig, generate
 from .model import SpongeBob
 from .streaming import stream_text
+from .think_split import THINK, ThinkSplitter, split_reasoning
 
 CHAT_MARKER = "你> "
 CLEAR_COMMAND, EXIT_COMMANDS = "/clear", ("/exit", "/quit")
@@ -44,9 +46,13 @@ class ChatSession:
     """One conversation: an optional system prompt and the last history_turns exchanges."""
 
     def __init__(self, model: SpongeBob, tok: ChatTokenizer, sampling: SamplingConfig,
-                 system: str | None = None, history_turns: int = 3, seed: int | None = None):
+                 system: str | None = None, history_turns: int = 3, seed: int | None = None,
+                 budget: ThinkBudget | None = None, keep_thinking: bool = True):
         self.model, self.tok, self.system = model, tok, system
         self.history_turns, self.seed = history_turns, seed
+        # A reasoning model's past thinking is dropped from the history (as DeepSeek-R1
+        # does): only its answers are what the conversation said.
+        self.budget, self.keep_thinking = budget, keep_thinking
         # Stop at a turn's end; the stop token itself is never yielded, so never shown.
         self.sampling = replace(sampling, stop_ids=(tok.im_end_id, tok.endoftext_id))
         self.exchanges: list[tuple[str, str]] = []  # (user, assistant), oldest first
@@ -83,9 +89,10 @@ class ChatSession:
             # Seeded per turn, as eval_model does per prompt.
             generator = torch.Generator(device=self.model.embed.weight.device).manual_seed(self.seed)
         reply_ids: list[int] = []
+        extra = {"budget": self.budget} if self.budget is not None else {}
 
         def recorded() -> Iterator[int]:
-            for token_id in generate(self.model, prompt, self.sampling, generator=generator):
+            for token_id in generate(self.model, prompt, self.sampling, generator=generator, **extra):
                 reply_ids.append(token_id)
                 yield token_id
 
@@ -98,11 +105,59 @@ class ChatSession:
     def _remember(self, user: str, reply: str) -> None:
         if self.history_turns <= 0:
             return
+        if not self.keep_thinking:
+            reply = split_reasoning(reply)[1].strip()
         self.exchanges.append((user, reply))
         del self.exchanges[:-self.history_turns]
 
 
-def chat_loop(session: ChatSession, out: TextIO, read_line: Callable[[str], str] = input) -> None:
+Render = Callable[[Iterator[str], TextIO], None]
+
+
+def write_reply(chunks: Iterator[str], out: TextIO) -> None:
+    """A reply as it streams, unchanged."""
+    for chunk in chunks:
+        out.write(chunk)
+        out.flush()
+
+
+class ReasoningRender:
+    """Shows a reasoning reply's thinking apart from its answer: dimmed on a terminal,
+    labelled 思考/回答 elsewhere; hide_think leaves the thinking out."""
+
+    DIM, RESET = "\033[2m", "\033[0m"
+
+    def __init__(self, hide_think: bool = False, color: bool = False):
+        self.hide_think, self.color = hide_think, color
+
+    def __call__(self, chunks: Iterator[str], out: TextIO) -> None:
+        splitter, shown = ThinkSplitter(), None
+        try:
+            for chunk in chunks:
+                shown = self._write(splitter.feed(chunk), out, shown)
+        finally:  # also when Ctrl-C stops the reply: show what was held back
+            self._write(splitter.flush(), out, shown)
+            if self.color:
+                out.write(self.RESET)
+            out.flush()
+
+    def _write(self, pieces: list[tuple[str, str]], out: TextIO, shown: str | None) -> str | None:
+        for kind, text in pieces:
+            if kind == THINK and self.hide_think:
+                continue
+            if kind != shown:  # a new part begins
+                if self.color:
+                    out.write((self.DIM + "思考: ") if kind == THINK else (self.RESET + ("\n" if shown else "")))
+                else:
+                    out.write(("\n" if shown else "") + ("[思考] " if kind == THINK else "[回答] "))
+                shown = kind
+            out.write(text)
+            out.flush()
+        return shown
+
+
+def chat_loop(session: ChatSession, out: TextIO, read_line: Callable[[str], str] = input,
+              render: Render = write_reply) -> None:
     """Read a message, stream the reply, repeat, until /exit or end of input (Ctrl-D)."""
     print(CHAT_HELP, file=sys.stderr)
     while True:
@@ -120,9 +175,7 @@ def chat_loop(session: ChatSession, out: TextIO, read_line: Callable[[str], str]
             out.write("(conversation cleared)\n")
             continue
         try:
-            for chunk in session.reply(line):
-                out.write(chunk)
-                out.flush()
+            render(session.reply(line), out)
             out.write("\n")
         except KeyboardInterrupt:  # Ctrl-C during a reply stops just that reply
             out.write(" (stopped)\n")
