@@ -23,8 +23,11 @@ nested objects and lists ("solution.steps", "choices.0"):
   --think_extract RE   keep only group 1 of each match in the reasoning (joined by newlines)
   --think_remove RE    delete every match from the reasoning
   --records FIELD      each input record holds a list of records there (GAOKAO-Bench's "example")
-  --gold FIELD         keep only records whose answer matches this field, by the numeric /
-               option-letter matcher of dataset/reasoning.py (normalise_answer)
+  --gold FIELD         keep only records whose answer matches this field, by the project's one
+               matcher, answers_match of evaluation/reasoning_metrics.py (the rules are in its
+               docstring), so the filter keeps exactly what evaluation would score correct. A
+               list of sub-question answers is joined by spaces (["B", "C", "A"] -> "B C A"),
+               which that matcher reads as answers in order (against it, "A B C" is wrong)
 
 Presets fill the field map for the real sets in ../shared/data (flags still win):
   tal-scq5k  problem + answer_option_list, answer_analysis -> think, answer_value -> answer
@@ -52,9 +55,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from evaluation.reasoning_metrics import answers_match
 from .chat_formats import ChatFormatError
 from .readers import DataError, SkipStats, expand_paths, iter_records
-from .reasoning import answers_match, normalise_reply, split_reply
+from .reasoning import normalise_reply, split_reply
 
 OPTION_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LABEL_KEYS = ("aoVal", "label", "key", "letter")  # how option lists name their letter ...
@@ -282,7 +286,8 @@ def _parser() -> argparse.ArgumentParser:
              "think_extract": "regular expression; the reasoning is group 1 of its matches, joined by newlines",
              "think_remove": "regular expression whose matches are deleted from the reasoning",
              "records": "field holding a list of records inside each input record",
-             "gold": "field with the gold answer; keep only records whose answer matches it"}
+             "gold": "field with the gold answer; keep only records whose answer matches it "
+                     "(by evaluation/reasoning_metrics.py's answers_match)"}
     for name, text in helps.items():
         metavar = "SEP" if name == "answer_split" else "REGEX" if name.startswith("think_") else "FIELD"
         p.add_argument(f"--{name}", default=None, metavar=metavar, help=text)

@@ -1,4 +1,4 @@
-"""R1-style replies, normalised to one form, and the answer matcher.
+"""R1-style replies, normalised to one form.
 
 Every reasoning reply we train on has exactly this shape (thinking and answer
 stripped of surrounding whitespace):
@@ -25,13 +25,10 @@ Bad replies raise ChatFormatError(one-line message, reason). The reasons, which
   "empty answer"               nothing after the thinking
   "wrong type"                 the reply (or the reasoning) is not a string
 
-The matcher (normalise_answer, answers_match) decides whether an answer equals
-a gold answer; see normalise_answer for the rules.
+Whether an answer equals a gold answer is decided elsewhere, by the project's one
+matcher: evaluation/reasoning_metrics.py (answers_match).
 """
 from __future__ import annotations
-
-import re
-from fractions import Fraction
 
 from tokenizer.specials import ANSWER, ANSWER_END, THINK, THINK_END
 from .chat_formats import ChatFormatError
@@ -108,62 +105,3 @@ def normalise_reply(content: str, reasoning: str | None = None) -> str:
         content = f"{THINK}{reasoning}{THINK_END}{content}"
     return canonical_reply(*split_reply(content))
 
-
-# ---------------------------------------------------------------- the answer matcher
-
-_SEPARATORS = r"[\s,，、;；和]+"
-_OPTIONS = re.compile(rf"[A-G]+(?:{_SEPARATORS}[A-G]+)*")
-_OPTION_THEN_TEXT = re.compile(r"([A-G])\s*[.．、:：)）]")
-_PREFIX = re.compile(r"^(?:最终答案|正确答案|答案|故选|所以选|选)\s*(?:是|为)?\s*[:：]?\s*")
-_FRAC = re.compile(r"\\d?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
-_NUMBER = re.compile(r"[$￥¥]?\s*(?P<num>[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+)"
-                     r"(?:\s*/\s*(?P<den>\d+))?\s*(?P<unit>\D{0,10})")
-
-
-def _unwrap(text: str) -> str:
-    """Strip what surrounds an answer without changing it: LaTeX $…$ and \\boxed{…},
-    \\frac{a}{b} as a/b, trailing full stops."""
-    s = text.strip().replace("−", "-")
-    s = re.sub(r"\\boxed\{(.*)\}", r"\1", s)
-    s = _FRAC.sub(r"\1/\2", s.replace("$", "")).strip()
-    return s.rstrip("。．.！! ").strip()
-
-
-def _option_or_number(s: str) -> tuple[str, object] | None:
-    if _OPTIONS.fullmatch(s):
-        groups = re.split(_SEPARATORS, s)
-        return "option", " ".join("".join(sorted(g)) for g in groups)
-    if m := _OPTION_THEN_TEXT.match(s):
-        return "option", m.group(1)
-    m = _NUMBER.fullmatch(s)
-    if m and int(m.group("den") or 1) != 0:
-        return "number", Fraction(m.group("num").replace(",", "")) / int(m.group("den") or 1)
-    return None
-
-
-def normalise_answer(text: str) -> tuple[str, object] | None:
-    """A comparable key for an answer, or None when there is none. The rules:
-
-    - Option letters (A-G, upper case): "B", "B. 3", "选B" and "答案：B" are all
-      ("option", "B"). Letters run together are ONE multi-select answer, so their order
-      does not matter: "DB" == "BD". Letters apart ("B C A", "B,C,A") answer several
-      sub-questions, in order: "B C A" != "A B C".
-    - Numbers: compared by exact value, so "1,000" == "1000" == "1000.0", "0.75" == "3/4"
-      == "\\frac{3}{4}"; a currency sign before and a unit after ("72个", "72 clips",
-      "50%") are ignored.
-    - Anything else: the text with whitespace squeezed, compared exactly.
-    A leading "答案是"/"故选"/"选" is dropped only where what follows is a letter or number.
-    """
-    if not isinstance(text, str):
-        return None
-    s = _unwrap(text)
-    if not s:
-        return None
-    key = _option_or_number(_PREFIX.sub("", s)) or _option_or_number(s)
-    return key or ("text", " ".join(s.split()))
-
-
-def answers_match(predicted: str, gold: str) -> bool:
-    """True when both answers normalise to the same key (see normalise_answer)."""
-    key = normalise_answer(predicted)
-    return key is not None and key == normalise_answer(gold)

@@ -22,11 +22,14 @@ accuracy counts every reply, non-compliant ones read by this fallback: it
 measures whether the model knows the answer, and compliance measures the format.
 strict_accuracy counts a reply only when it is compliant and correct.
 
-Matching. Both sides first get full-width digits, Latin letters and ．／－（）
-mapped to ASCII ("１２" -> "12"). The gold answer decides how the span is read:
-- option letters: the gold is one or more letters A-G (upper case), optionally
-  separated by spaces, commas, 、 or 和 ("B", "BC", "A、C"). The span's letters
-  are, by priority:
+Matching. answers_match(span, gold) is the project's one answer matcher: the
+accuracy above and the --gold filter of dataset/convert.py both use it, so
+"correct" means the same when data is built and when a model is scored. Both
+sides first get full-width digits, Latin letters and ．／－（） mapped to ASCII
+("１２" -> "12"). The gold decides how the span is read:
+- option letters, one answer: the gold is one or more letters A-G (upper case),
+  run together or separated by commas, 、 or 和 ("B", "BC", "A、C"). The
+  span's letters are, by priority:
   (1) the whole span, when without spaces, brackets and .。,，、 it is only such
       letters ("(B)", "B.", "B、C");
   (2) else the last run of letters after a marker 答案/选项/故选/应选/选择/选,
@@ -36,18 +39,39 @@ mapped to ASCII ("１２" -> "12"). The gold answer decides how the span is read
   (3) else the last bracketed letter ("(B)", "（B）");
   (4) else the last A-G with no Latin letter on either side ("我认为是 C"; never
       the A of "AND").
-  They match when the sets of letters are equal ("CB" matches "BC").
+  They match when the sets of letters are equal ("CB" matches "BC"): a
+  multi-select answer is a set of choices.
+- option letters, one answer per sub-question: the gold is two or more groups
+  of letters separated by whitespace alone ("B C A", "AC BD"), which is how
+  dataset/convert.py writes a list of answers (["B", "C", "A"] -> "B C A").
+  The span's groups are every run of letters after a marker as in (2), in
+  order, each cut at spaces, commas, 、 and 和 ("（1）【答案】B（2）【答案】C",
+  "答案：B C A"); else, with no marker, every run of A-G with no Latin letter
+  on either side, in order ("B、C、A", "1.B 2.C 3.A"). They match when there
+  are as many groups as in the gold and each is, as a set, the gold's group in
+  the same place: "CA BD" matches "AC BD", but "B C A" does not match "A B C"
+  and "BCA" (one group) does not match "B C A". Order matters because the
+  sub-questions are different questions: GAOKAO-Bench, whose standard_answer is
+  such a list for its reading, cloze and multi-part items, scores position by
+  position (model_answer[j] == standard_answer[j]), so an item is wholly right
+  only when the two lists are equal, and a swapped pair is two wrong answers.
+  Within one place it compares strings, but all its answer strings are in
+  alphabetical order, so reading each as a set changes none of its verdicts.
 - number: otherwise, when the gold holds exactly one number. The span's number
   is its last number. A number is an optional minus, digits with optional
-  thousands commas in groups of three ("1,000"), optional decimals and an
-  optional "/denominator" ("3/4"); \\frac{a}{b} and \\dfrac{a}{b} read as a/b.
-  It never starts right after a Latin letter, a digit or a dot (H2O holds no
-  number; the minus of "5-3" is no sign). What surrounds it is ignored, so units
-  pass ("12个", "3.5亿" -> 3.5) and % is a unit too ("75%" -> 75, not 0.75).
-  They match when |x - gold| <= 1e-6 * max(1, |gold|), on exact fractions:
-  "1,000" = "1000.0", "3/4" = "0.75", "0.333333" = "1/3", but "0.33" != "1/3".
-- text: otherwise, the span and the gold are compared whole, after removing all
-  whitespace and trailing 。.！!；; and ignoring case.
+  thousands commas in groups of three ("1,000"), optional decimals (or
+  decimals alone: ".5", "-.5") and an optional "/denominator" ("3/4");
+  \\frac{a}{b} and \\dfrac{a}{b} read as a/b. It never starts right after a
+  Latin letter, a digit or a dot (H2O holds no number; the minus of "5-3" is no
+  sign). What surrounds it is ignored, so units and currency pass ("12个",
+  "3.5亿" -> 3.5, "$1,200.50" -> 1200.5) and % is a unit too ("75%" -> 75, not
+  0.75). They match when |x - gold| <= 1e-6 * max(1, |gold|), on exact
+  fractions: "1,000" = "1000.0", "3/4" = "0.75", "0.333333" = "1/3", but
+  "0.33" != "1/3".
+- text: otherwise, the span and the gold are compared whole, after dropping
+  LaTeX's $ signs and a \\boxed{…} around the whole, removing all whitespace
+  and trailing 。.！!；;, and ignoring case ("$\\boxed{北京}$。" matches "北京").
+  An empty gold matches nothing.
 
 Think length. The think span is the text after the first <think>, up to the
 next </think> (or, when unclosed, up to the next <answer>, else the end). Its
@@ -75,6 +99,9 @@ _COMPLIANT = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", 
 
 _LETTER_RUN = r"[A-G](?:[\s,，、和]*[A-G])*"  # "BC", "B, C", "B，C", "B和C"
 _GOLD_OPTIONS = re.compile(_LETTER_RUN)
+_GOLD_SEQUENCE = re.compile(r"[A-G]+(?:\s+[A-G]+)+")  # whitespace alone: one group per sub-question
+_GROUP_SEPARATORS = re.compile(r"[\s,，、和]+")
+_WORDLESS_RUN = re.compile(r"(?<![A-Za-z])[A-G]+(?![A-Za-z])")
 _BARE_OPTIONS = re.compile(r"[A-G]+")
 _OPTION_NOISE = re.compile(r"[\s()\[\].。,，、]")
 _MARKED_OPTIONS = re.compile(r"(?:答案|选项|故选|应选|选择|选)[\s:：】]*(?:应该是|应是|是|为)?[\s:：]*[(\[]?\s*"
@@ -83,9 +110,11 @@ _BRACKETED_OPTION = re.compile(r"[(\[]\s*([A-G])\s*[)\]]")
 _LONE_OPTION = re.compile(r"(?<![A-Za-z])[A-G](?![A-Za-z])")
 
 # Thousands commas only in exact groups of three, so "12,13" stays two numbers.
-_NUMBER = re.compile(r"(?<![0-9A-Za-z.])-?(?:\d{1,3}(?:,\d{3})+(?![\d])|\d+)(?:\.\d+)?(?:\s*/\s*\d+(?:\.\d+)?)?")
+_NUMBER = re.compile(r"(?<![0-9A-Za-z.])-?(?:(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
+                     r"(?:\s*/\s*\d+(?:\.\d+)?)?")
 _LATEX_FRAC = re.compile(r"\\d?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*([\d.]+)\s*\}")
 _TEXT_TRAILER = re.compile(r"[。.！!；;]+$")
+_BOXED = re.compile(r"\\boxed\{(.*)\}")
 TOLERANCE = Fraction(1, 10**6)
 
 
@@ -124,12 +153,15 @@ def think_span(reply: str) -> str | None:
     return after.split(end, 1)[0]
 
 
-def gold_options(gold: str) -> frozenset[str] | None:
-    """The set of option letters when gold is an option answer ("B", "BC", "A、C"), else None."""
+def gold_options(gold: str) -> tuple[frozenset[str], ...] | None:
+    """The option answer gold gives, one set of letters per sub-question: one set for
+    "B", "BC" or "A、C", several for groups apart by whitespace ("B C A"); None for no letters."""
     text = normalize(gold).strip()
+    if _GOLD_SEQUENCE.fullmatch(text):
+        return tuple(frozenset(group) for group in text.split())
     if _GOLD_OPTIONS.fullmatch(text) is None:
         return None
-    return frozenset(ch for ch in text if "A" <= ch <= "G")
+    return (frozenset(ch for ch in text if "A" <= ch <= "G"),)
 
 
 def extract_options(span: str) -> frozenset[str] | None:
@@ -144,6 +176,17 @@ def extract_options(span: str) -> frozenset[str] | None:
             return frozenset(ch for ch in found[-1] if "A" <= ch <= "G")
     found = _LONE_OPTION.findall(text)
     return frozenset(found[-1]) if found else None
+
+
+def extract_option_groups(span: str) -> list[frozenset[str]]:
+    """One set of letters per sub-question answer a span gives, in order (module docstring)."""
+    text = normalize(span)
+    marked = _MARKED_OPTIONS.findall(text)
+    if marked:  # "答案：B C" holds two answers, "（1）答案B（2）答案C" too
+        runs = [group for run in marked for group in _GROUP_SEPARATORS.split(run)]
+    else:
+        runs = _WORDLESS_RUN.findall(text)
+    return [frozenset(run) for run in runs]
 
 
 def _parse_number(token: str) -> Fraction | None:
@@ -163,14 +206,19 @@ def numbers_in(text: str) -> list[Fraction]:
 
 
 def _plain_text(text: str) -> str:
-    return _TEXT_TRAILER.sub("", "".join(normalize(text).split())).casefold()
+    """Text as compared: no whitespace, $ signs, final full stops or \\boxed{} around it; folded case."""
+    text = _TEXT_TRAILER.sub("", "".join(normalize(text).replace("$", "").split()))
+    boxed = _BOXED.fullmatch(text)
+    return (_TEXT_TRAILER.sub("", boxed.group(1)) if boxed else text).casefold()
 
 
 def answers_match(span: str, gold: str) -> bool:
     """Whether the answer span matches gold: by option letters, number or text (module docstring)."""
     options = gold_options(gold)
-    if options is not None:
-        return extract_options(span) == options
+    if options is not None and len(options) == 1:
+        return extract_options(span) == options[0]
+    if options is not None:  # sub-questions: in order, each a set
+        return tuple(extract_option_groups(span)) == options
     gold_numbers = numbers_in(gold)
     if len(gold_numbers) == 1:
         found = numbers_in(span)

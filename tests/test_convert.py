@@ -53,6 +53,10 @@ GAOKAO = {"keyword": "2010-2022_Math_I_MCQs", "model_name": "gpt-4", "prompt": "
      "model_output": "（3）【答案】 C <eoa>\n（4）【答案】 D <eoa>", "analysis": "略"},
     {"index": 3, "question": "5. 多选：哪些是偶数？\nA. 2\nB. 3\nC. 5\nD. 8\n", "standard_answer": ["AD"],
      "model_answer": ["AD"], "model_output": "【解析】2 和 8 是偶数。\n【答案】AD<eoa>", "analysis": "略"},
+    {"index": 4, "question": "回答 6-7 题。", "standard_answer": ["A", "B"], "model_answer": ["B", "A"],
+     "model_output": "（6）【解析】甲。<eoe>【答案】B <eoa>\n（7）【解析】乙。<eoe>【答案】A <eoa>", "analysis": "略"},
+    {"index": 5, "question": "回答 8-9 题。", "standard_answer": ["A", "B"], "model_answer": ["A", "B"],
+     "model_output": "（8）【解析】丙。<eoe>【答案】A <eoa>\n（9）【解析】丁。<eoe>【答案】B <eoa>", "analysis": "略"},
 ]}
 
 
@@ -64,12 +68,14 @@ def test_gaokao_style_filtered_by_gold_and_answerless_thinking_skipped(tmp_path)
         convert_files([src], out, PRESETS["gaokao"], show_progress=False)
     assert not out.exists()
     stats, skip = convert_files([src], out, PRESETS["gaokao"], skip_bad=True, show_progress=False)
-    assert (stats.read, stats.written, stats.filtered) == (4, 2, 1)
+    # Filtered: example 1 (B for A) and example 4, whose two sub-answers are swapped.
+    assert (stats.read, stats.written, stats.filtered) == (6, 3, 2)
     assert skip.counts == {"no thinking": 1}
     assert read_jsonl(out) == [
         r1("1. 3+4=（ ）\nA. 6\nB. 7", "<think>\n3 加 4 等于 7，选 B。\n</think>\n<answer>\nB\n</answer>", "B"),
         r1("5. 多选：哪些是偶数？\nA. 2\nB. 3\nC. 5\nD. 8",
-           "<think>\n2 和 8 是偶数。\n</think>\n<answer>\nAD\n</answer>", "AD")]
+           "<think>\n2 和 8 是偶数。\n</think>\n<answer>\nAD\n</answer>", "AD"),
+        r1("回答 8-9 题。", "<think>\n丙。\n丁。\n</think>\n<answer>\nA B\n</answer>", "A B")]
 
 
 # ---------------------------------------------------------------- generic field maps and the gold filter

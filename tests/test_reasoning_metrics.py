@@ -1,4 +1,5 @@
-"""Reasoning scores on hand-written replies: compliance, extraction, matching, think length."""
+"""Reasoning scores on hand-written replies: compliance, extraction, the project's one answer
+matcher (options, sub-question answers, numbers, text), think length."""
 import pytest
 
 from evaluation.reasoning_metrics import (
@@ -53,6 +54,12 @@ def test_answer_span_and_its_fallbacks():
     ("18元", "18元", True),
     ("0.333333", "1/3", True),  # within 1e-6
     ("0.33", "1/3", False),
+    ("3/4", "4/3", False),
+    ("-.5", "-1/2", True),  # decimals alone
+    ("$\\frac{3}{4}$", "3/4", True),
+    ("\\boxed{12}", "12", True),
+    ("$1,200.50", "1200.5", True),  # currency before, thousands comma
+    ("72 clips", "72", True),  # a Latin unit after
     ("5-3=2", "2", True),  # the minus of a subtraction is no sign
     ("x=-3", "-3", True),
     ("75%", "75", True),  # % is a unit
@@ -72,6 +79,7 @@ def test_numeric_matching(span, gold, expected):
     ("(B)", "B", True),
     ("（Ｂ）", "B", True),  # full-width brackets and letter
     ("B.", "B", True),
+    ("B. 3", "B", True),  # a letter with its option text
     ("选B", "B", True),
     ("答案是B，因为A不对", "B", True),  # a marked letter beats a later bare one
     ("答案是选项D", "D", True),
@@ -93,11 +101,30 @@ def test_option_matching(span, gold, expected):
     assert answers_match(span, gold) is expected
 
 
+@pytest.mark.parametrize("span, gold, expected", [
+    ("B C A", "B C A", True),
+    ("B C A", "A B C", False),  # sub-questions are answered in order
+    ("B、C、A", "B C A", True),
+    ("1.B 2.C 3.A", "B C A", True),
+    ("答案：B C A", "B C A", True),
+    ("(1) A passage says so.【答案】B (2)【答案】C", "B C", True),  # marked runs beat the lone A
+    ("BCA", "B C A", False),  # letters run together are one answer
+    ("B C", "B C A", False),  # a sub-question unanswered
+    ("CA BD", "AC BD", True),  # each place a set of letters
+    ("CA", "A, C", True),  # letters apart by a comma are one multi-select gold
+])
+def test_sub_question_matching(span, gold, expected):
+    assert answers_match(span, gold) is expected
+
+
 def test_text_matching():
     assert answers_match("北京。", "北京")
     assert answers_match(" Paris ", "paris")
+    assert answers_match("$\\boxed{北京}$。", "北京")  # LaTeX around the whole
     assert not answers_match("上海", "北京")
+    assert not answers_match("选举权", "举权")  # 选 is no prefix to drop from a text answer
     assert not answers_match("", "")
+    assert not answers_match("7", "")  # an empty gold matches nothing
 
 
 def test_think_span():
