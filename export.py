@@ -1,0 +1,163 @@
+"""Export a trained checkpoint for other tools: Hugging Face transformers, llama.cpp, Ollama.
+
+  python export.py --ckpt out/sft.pth --format hf
+      -> out/export/sft-hf/   a LlamaForCausalLM directory (safetensors, config,
+         generation config, tokenizer with its chat template)
+  python export.py --ckpt out/sft.pth --format gguf --dtype f16
+      -> out/export/sft-f16.gguf   one GGUF file (f32, f16 or q8_0 weights)
+
+Any stage's checkpoint works (pretrain, sft, sft_long, distill): they all hold
+the same model. The output is written next to its destination under a temporary
+name and renamed into place when complete, so a failed export leaves nothing
+behind. An existing output is only replaced with --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from model import CheckpointError, SpongeBob, load_model
+from model.export_gguf import GGUF_DTYPES, write_gguf
+from model.export_hf import WEIGHTS_FILE, write_hf_export
+from tokenizer import TokenizerError, load_tokenizer
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="model checkpoint to export, e.g. out/sft.pth")
+    p.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                   help="hf: a transformers LlamaForCausalLM directory; gguf: one file for llama.cpp/Ollama")
+    p.add_argument("--out_dir", default=None, help="hf: output directory (default out/export/<ckpt name>-hf)")
+    p.add_argument("--out_file", default=None,
+                   help="gguf: output file (default out/export/<ckpt name>-<dtype>.gguf)")
+    p.add_argument("--dtype", choices=GGUF_DTYPES, default="f32",
+                   help="gguf: weight type; norms stay f32 (hf is always f32)")
+    p.add_argument("--tokenizer_dir", default=None,
+                   help="the tokenizer the model was trained with (default: the shipped one)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    return p
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.format == "hf" and args.out_file is not None:
+        parser.error("--out_file is for --format gguf; use --out_dir with --format hf")
+    if args.format == "gguf" and args.out_dir is not None:
+        parser.error("--out_dir is for --format hf; use --out_file with --format gguf")
+    if args.format == "hf" and args.dtype != "f32":
+        parser.error("--dtype is for --format gguf; the hf export is always f32")
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    stem = Path(args.ckpt).stem
+    if args.format == "hf":
+        return Path(args.out_dir or f"out/export/{stem}-hf")
+    return Path(args.out_file or f"out/export/{stem}-{args.dtype}.gguf")
+
+
+def check_target(target: Path, is_dir: bool, overwrite: bool) -> None:
+    """Refuse to clobber anything but a previous export of the same kind, and that only on request."""
+    if not target.exists() and not target.is_symlink():
+        return
+    if not overwrite:
+        raise UserError(f"{target} already exists; pass --overwrite to replace it")
+    if is_dir and not (target / WEIGHTS_FILE).is_file():
+        # --out_dir . or a typo must never wipe a directory that is not ours.
+        raise UserError(f"{target} exists and holds no {WEIGHTS_FILE}; refusing to replace it")
+    if not is_dir and not target.is_file():
+        raise UserError(f"{target} exists and is not a file; refusing to replace it")
+
+
+@contextmanager
+def staged_output(target: Path, is_dir: bool, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling of target to write into.
+
+    On success it is renamed over target (a rename within one directory is
+    atomic); on any failure or Ctrl-C it is deleted, so no half-written
+    export is ever left where a user or a tool would pick it up.
+    """
+    check_target(target, is_dir, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = f".{target.name}.", ".tmp"
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        # mkdtemp/mkstemp create private (0700/0600) entries; an export should
+        # get the permissions any new file gets under the user's umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod((0o777 if is_dir else 0o666) & ~umask)
+        yield tmp
+        if is_dir and target.exists():
+            # A directory cannot be renamed over a non-empty one: move the old one aside first.
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=target.parent))
+            os.replace(target, old / "x")
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "x", target)  # put the previous export back
+                raise
+            finally:
+                shutil.rmtree(old)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def describe(model: SpongeBob, target: Path) -> str:
+    files = [target] if target.is_file() else [f for f in target.iterdir() if f.is_file()]
+    size = sum(f.stat().st_size for f in files)
+    n_params = sum(p.numel() for p in model.parameters())
+    head = "tied" if model.config.tie_embeddings else "untied"
+    return f"wrote {target} ({n_params:,} parameters, {head} head, {size / 1e6:.1f} MB)"
+
+
+def run(args: argparse.Namespace) -> str:
+    try:
+        tok = load_tokenizer(args.tokenizer_dir)
+        model, _ = load_model(args.ckpt, tokenizer=tok)
+    except (CheckpointError, TokenizerError) as e:
+        raise UserError(str(e)) from None
+    target = output_path(args)
+    try:
+        with staged_output(target, is_dir=args.format == "hf", overwrite=args.overwrite) as tmp:
+            if args.format == "hf":
+                write_hf_export(model, tok, tmp)
+            else:
+                write_gguf(model, tok, tmp, dtype=args.dtype, name=f"SpongeBob {Path(args.ckpt).stem}")
+    except OSError as e:  # disk full, permissions: the staged output is already gone
+        raise UserError(f"{target}: could not write ({e.strerror or e})") from None
+    return describe(model, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_args(parser, args)
+    try:
+        print(run(args))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
