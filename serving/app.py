@@ -1,0 +1,174 @@
+"""The HTTP side: FastAPI routes, auth, request limits, and every error in OpenAI's shape.
+
+    GET  /                      the chat page (static/index.html)
+    GET  /v1/models             the one model this server has
+    POST /v1/chat/completions   streaming (SSE) or not
+
+Handlers only check and translate; the model runs on the engine's worker thread
+(engine.py), so the event loop stays free while tokens are generated.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model import SamplingConfig
+from model.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
+from tokenizer import SpongeTokenizer
+
+from .engine import Engine, QueueFull
+from .generation import Failed, GenerationRequest
+from .responses import ClientGone, Completion, collect, stream
+from .schemas import ApiError, ChatRequest, parse_chat_request, parse_json
+
+log = logging.getLogger("serving")
+INDEX_HTML = Path(__file__).parent / "static" / "index.html"
+
+
+@dataclass
+class ServerSettings:
+    model_id: str
+    created: int = 0                      # for /v1/models: when the checkpoint was written
+    api_key: str | None = None
+    max_tokens_limit: int = 1024
+    max_request_bytes: int = 1 << 20
+    split_reasoning: bool = True
+    # What a request that leaves a field out gets: eval_model.py's defaults, which
+    # suit a small model better than OpenAI's (temperature 1, no penalty).
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+
+
+def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
+    app = FastAPI(title="SpongeBob", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine, app.state.settings = engine, settings
+    add_error_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(INDEX_HTML, media_type="text/html; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict:
+        check_auth(request, settings)
+        card = {"id": settings.model_id, "object": "model", "created": settings.created, "owned_by": "spongebob"}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        check_auth(request, settings)
+        req = parse_chat_request(parse_json(await read_body(request, settings.max_request_bytes)))
+        gen_request = await asyncio.to_thread(build_request, req, engine, settings)
+        try:
+            job = engine.submit(gen_request, asyncio.get_running_loop())
+        except QueueFull as e:
+            raise ApiError(429, f"server busy: {e}; retry later", "rate_limit_error",
+                           code="too_many_requests") from None
+        completion = Completion(settings.model_id)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(stream(job, completion, include_usage), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        try:
+            result = await collect(job, completion, request.is_disconnected)
+        except ClientGone:
+            return Response(status_code=204)  # nobody is there to read it
+        finally:
+            job.cancel()  # also when this handler itself is cancelled
+        if isinstance(result, Failed):
+            raise ApiError(500, result.message, "server_error")
+        return JSONResponse(result)
+
+    return app
+
+
+def check_auth(request: Request, settings: ServerSettings) -> None:
+    if settings.api_key is None:
+        return
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    # compare_digest: how long a wrong key takes to refuse says nothing about the right one.
+    if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), settings.api_key.encode()):
+        raise ApiError(401, "invalid or missing API key: send the header 'Authorization: Bearer <key>'",
+                       code="invalid_api_key")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed limit bytes."""
+    too_large = ApiError(413, f"request body larger than {limit} bytes (the server's --max_request_bytes)",
+                         code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():  # a chunked body has no declared length: count as it comes
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def build_request(req: ChatRequest, engine: Engine, settings: ServerSettings) -> GenerationRequest:
+    """Check the request against this model and these limits; render its prompt."""
+    if req.model != settings.model_id:
+        raise ApiError(404, f"model '{req.model}' not found: this server has '{settings.model_id}'",
+                       param="model", code="model_not_found")
+    asked = req.max_completion_tokens or req.max_tokens
+    if asked is not None and asked > settings.max_tokens_limit:
+        raise ApiError(400, f"max_tokens {asked} is above this server's limit of {settings.max_tokens_limit}",
+                       param="max_tokens")
+    tok = engine.tok
+    prompt = tok.apply_chat_template([m.chatml() for m in req.messages], add_generation_prompt=True, tokenize=True)
+    room = engine.model.config.max_position_embeddings - len(prompt)
+    if room < 1 or (asked is not None and asked > room):
+        raise ApiError(400, f"the model's context is {engine.model.config.max_position_embeddings} tokens; "
+                       f"the messages take {len(prompt)} and max_tokens asks for {asked or 1} more",
+                       param="messages", code="context_length_exceeded")
+    sampling = SamplingConfig(
+        max_new_tokens=asked or min(settings.max_tokens_limit, room),
+        temperature=settings.temperature if req.temperature is None else req.temperature,
+        top_p=settings.top_p if req.top_p is None else req.top_p,
+        top_k=req.top_k or 0,
+        repetition_penalty=req.repetition_penalty or settings.repetition_penalty,
+        stop_ids=(tok.im_end_id, tok.endoftext_id))
+    return GenerationRequest(prompt_ids=list(prompt), sampling=sampling, seed=req.seed,
+                             stop=req.stop_strings(), split_reasoning=settings.split_reasoning,
+                             budget=request_budget(req, tok))
+
+
+def request_budget(req: ChatRequest, tok: SpongeTokenizer) -> ThinkBudget | None:
+    """Budget forcing, when the request asks for it: the same knobs as eval_model.py's flags."""
+    if req.max_think_tokens is not None and (req.min_think_tokens or 0) > req.max_think_tokens:
+        raise ApiError(400, f"min_think_tokens {req.min_think_tokens} is above max_think_tokens "
+                       f"{req.max_think_tokens}", param="min_think_tokens")
+    try:
+        return think_budget(tok, req.max_think_tokens, req.min_think_tokens or 0,
+                            req.continue_word or DEFAULT_CONTINUE_WORD)
+    except ValueError as e:  # what is left to refuse is the word itself (a tag inside it)
+        raise ApiError(400, f"continue_word: {e}", param="continue_word") from None
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths (404) and wrong methods (405), in the same shape as ours.
+        error = ApiError(e.status_code, f"{request.method} {request.url.path}: {e.detail}")
+        return JSONResponse(error.body(), status_code=e.status_code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception) -> JSONResponse:
+        # A bug of ours, not a bad request: logged with its traceback, answered in the same shape.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(ApiError(500, f"internal error: {type(e).__name__}", "server_error").body(),
+                            status_code=500)
