@@ -101,6 +101,30 @@ def check_tokenizer(config: ModelConfig, ckpt_identity: dict, tokenizer: Tokeniz
                               f"{have[:12]} (same size {tokenizer.vocab_size}, different tokens)")
 
 
+# The config fields that decide tensor shapes: what a reader needs to see which one is off.
+SHAPE_FIELDS = ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim")
+
+
+def first_shape_mismatch(model: nn.Module, weights: dict) -> str | None:
+    """One line naming the first checkpoint tensor that cannot go into `model`, or None.
+
+    Checked before load_state_dict because its error lists every mismatch over many
+    lines, too long for a one-line message and unreadable when cut short.
+    """
+    expected = model.state_dict()
+    bad = [name for name, value in weights.items() if name in expected
+           and (not isinstance(value, torch.Tensor) or value.shape != expected[name].shape)]
+    if not bad:
+        return None
+    name, value = bad[0], weights[bad[0]]
+    if not isinstance(value, torch.Tensor):
+        return f"{name} in the checkpoint is not a tensor (found {type(value).__name__})"
+    config = " ".join(f"{f}={getattr(model.config, f)}" for f in SHAPE_FIELDS)
+    more = f"; {len(bad) - 1} more tensor(s) differ too" if len(bad) > 1 else ""
+    return (f"tensor {name} has shape {tuple(value.shape)} in the checkpoint but {tuple(expected[name].shape)} "
+            f"in the model (its config: {config}){more}")
+
+
 def load_model(path: str | Path, tokenizer: TokenizerLike | None = None,
                device: str | torch.device = "cpu") -> tuple[SpongeBob, dict]:
     """Rebuild the model from a checkpoint alone. Returns (model in eval mode, checkpoint meta)."""
@@ -112,11 +136,10 @@ def load_model(path: str | Path, tokenizer: TokenizerLike | None = None,
     if tokenizer is not None:
         check_tokenizer(config, ckpt.get("tokenizer", {}), tokenizer, str(path))
     model = SpongeBob(config)
-    try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    except RuntimeError as e:  # a weight whose shape does not fit the config
-        detail = " ".join(str(e).split())
-        raise CheckpointError(f"{path}: weights do not match its config ({detail[:200]})") from None
+    mismatch = first_shape_mismatch(model, ckpt["model"])
+    if mismatch:
+        raise CheckpointError(f"{path}: {mismatch}")
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match its config "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")

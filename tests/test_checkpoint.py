@@ -113,10 +113,30 @@ def test_checkpoint_carries_the_real_tokenizer_identity(tmp_path):
     assert loaded.config.vocab_size == tok.vocab_size
 
 
-def test_weights_of_the_wrong_shape_are_a_clear_error(tmp_path):
+def test_weights_of_the_wrong_shape_name_the_tensor_and_both_shapes(tmp_path):
     _, path = saved_tiny(tmp_path)
     ckpt = read_checkpoint(path)
-    ckpt["config"]["hidden_dim"] = 128  # the saved MLP weights are 160 wide
+    ckpt["config"]["hidden_dim"] = 128  # the saved MLP weights are 160 wide: 3 per layer, 2 layers
     torch.save(ckpt, path)
-    with pytest.raises(CheckpointError, match="weights do not match its config"):
+    with pytest.raises(CheckpointError) as e:
         load_model(path)
+    assert str(e.value) == (
+        f"{path}: tensor layers.0.mlp.gate_proj.weight has shape (160, 64) in the checkpoint but (128, 64) "
+        "in the model (its config: vocab_size=6400 dim=64 n_layers=2 n_heads=4 n_kv_heads=2 hidden_dim=128); "
+        "5 more tensor(s) differ too")
+
+
+def test_a_single_wrong_tensor_or_a_non_tensor_is_named(tmp_path):
+    _, path = saved_tiny(tmp_path)
+    ckpt = read_checkpoint(path)
+    ckpt["model"]["norm.weight"] = torch.ones(32)
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    assert str(e.value) == (f"{path}: tensor norm.weight has shape (32,) in the checkpoint but (64,) in the model "
+                            "(its config: vocab_size=6400 dim=64 n_layers=2 n_heads=4 n_kv_heads=2 hidden_dim=160)")
+    ckpt["model"]["norm.weight"] = 3
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    assert str(e.value) == f"{path}: norm.weight in the checkpoint is not a tensor (found int)"
