@@ -13,10 +13,11 @@ PYTHON=${PYTHON:-.venv/bin/python}
 "$PYTHON" sft_long.py
 "$PYTHON" distill.py
 
-# 200 problems that the r1 training set never asks (dataset/demo.py, kind r1_test).
-"$PYTHON" -m dataset.demo --kind r1_test
+# Problems that the r1 training set never asks (dataset/demo.py, kind r1_test);
+# the first 100 of its 200, greedy.
+"$PYTHON" -m dataset.demo --kind r1_test --samples 0
 for mode in 3 2; do
-  echo "== eval_model.py --model_mode $mode on the held-out problems =="
-  "$PYTHON" eval_model.py --model_mode "$mode" --eval_file out/demo/r1_test.jsonl \
+  echo "== eval_model.py --model_mode $mode (3: SFT only, 2: distilled) on 100 held-out problems =="
+  "$PYTHON" eval_model.py --model_mode "$mode" --eval_file out/demo/r1_test.jsonl --max_samples 100 \
     --out "out/eval/r1_test.mode$mode.jsonl" --max_new_tokens 120
 done

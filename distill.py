@@ -44,7 +44,7 @@ class DistillConfig(TrainConfig):
 REFERENCE = dict(init="out/sft_long.pth", epochs=1, batch_size=24, accumulation_steps=25, learning_rate=1e-6,
                  min_lr=1e-7, warmup_steps=10, max_seq_len=1024, save_interval=100, eval_interval=50)
 # The CPU demo after the long-SFT demo: a few minutes on the built-in problems.
-DEMO = dict(init="out/sft_long.pth", epochs=1, max_steps=200, batch_size=16, accumulation_steps=1,
+DEMO = dict(init="out/sft_long.pth", epochs=1, max_steps=150, batch_size=16, accumulation_steps=1,
             max_seq_len=512, learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=100,
             eval_interval=100, log_interval=5, eval_batches=10)
 
