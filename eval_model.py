@@ -195,8 +195,7 @@ def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: 
     if seed is not None:
         # Seeded per prompt, so an output does not depend on the prompts before it.
         generator = torch.Generator(device=device).manual_seed(seed)
-    extra = {"budget": budget} if budget is not None else {}
-    yield from stream_text(tok, generate(model, prompt_ids, sampling, generator=generator, **extra))
+    yield from stream_text(tok, generate(model, prompt_ids, sampling, generator=generator, budget=budget))
 
 
 def write_plain(prompt: str, chunks: Iterable[str], out: TextIO) -> None:

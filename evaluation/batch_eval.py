@@ -113,9 +113,8 @@ def _predict(model: SpongeBob, tok: SpongeTokenizer, sample: EvalSample, samplin
     generator = None
     if seed is not None:  # seeded per sample, so a prediction does not depend on the ones before it
         generator = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
-    extra = {"budget": budget} if budget is not None else {}
     start = time.perf_counter()
-    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator, **extra))
+    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator, budget=budget))
     seconds = time.perf_counter() - start
     return tok.decode(ids, skip_special_tokens=True).strip(), len(ids), seconds
 

@@ -89,10 +89,9 @@ class ChatSession:
             # Seeded per turn, as eval_model does per prompt.
             generator = torch.Generator(device=self.model.embed.weight.device).manual_seed(self.seed)
         reply_ids: list[int] = []
-        extra = {"budget": self.budget} if self.budget is not None else {}
 
         def recorded() -> Iterator[int]:
-            for token_id in generate(self.model, prompt, self.sampling, generator=generator, **extra):
+            for token_id in generate(self.model, prompt, self.sampling, generator=generator, budget=self.budget):
                 reply_ids.append(token_id)
                 yield token_id
 

@@ -9,9 +9,8 @@ import torch.nn.functional as F
 import evaluation.batch_eval as batch_eval
 from evaluation.batch_eval import EvalSample, evaluate_samples, make_sample, reference_loss
 from model import SamplingConfig
+import test_eval_chat
 from test_eval_chat import run_main
-from test_eval_model import save_tiny
-from tokenizer import load_tokenizer
 
 CONVERSATION = [
     {"role": "system", "content": "你是助手"},
@@ -22,14 +21,8 @@ CONVERSATION = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, tok):
-    return save_tiny(tmp_path_factory.mktemp("ckpt") / "tiny_sft.pth", tok, {"stage": "sft", "step": 1})
+# The tokenizer and the tiny SFT checkpoint are test_eval_chat's fixtures.
+tok, tiny = test_eval_chat.tok, test_eval_chat.tiny
 
 
 def test_chat_sample_prompt_is_chatml_up_to_the_last_assistant_turn(tok):
@@ -64,7 +57,7 @@ def test_scores_and_predictions_file(monkeypatch, tmp_path, tok, tiny):
     model, _ = tiny
     replies = iter(["三个苹果和两个梨", ""])  # a perfect answer, then an empty one
 
-    def scripted_generate(model, prompt_ids, cfg, generator=None):
+    def scripted_generate(model, prompt_ids, cfg, generator=None, budget=None):
         assert cfg.stop_ids == (tok.im_end_id, tok.endoftext_id)
         yield from tok.encode(next(replies))
 

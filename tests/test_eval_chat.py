@@ -33,7 +33,7 @@ def fake(monkeypatch, tok):
     """Replace generate in model/chat.py: record what the model is fed, reply 答1, 答2, ..."""
     calls = []
 
-    def fake_generate(model, prompt_ids, cfg, generator=None):
+    def fake_generate(model, prompt_ids, cfg, generator=None, budget=None):
         calls.append((tok.decode(prompt_ids), cfg))
         yield from tok.encode(f"答{len(calls)}")
 
@@ -103,7 +103,7 @@ def test_terminal_clear_and_exit(monkeypatch, capsys, tiny, fake):
 def test_ctrl_c_stops_one_reply_and_the_part_shown_stays_in_history(monkeypatch, capsys, tok, tiny):
     calls = []
 
-    def interrupted(model, prompt_ids, cfg, generator=None):
+    def interrupted(model, prompt_ids, cfg, generator=None, budget=None):
         calls.append(tok.decode(prompt_ids))
         yield from tok.encode("半句")
         raise KeyboardInterrupt

@@ -204,7 +204,7 @@ def test_interactive_loop(monkeypatch, capsys, tok, tiny):
 def test_ctrl_c_stops_one_generation_then_ctrl_c_at_the_prompt_quits(monkeypatch, capsys, tok, tiny):
     calls = []
 
-    def interrupted(model, prompt_ids, cfg, generator=None):
+    def interrupted(model, prompt_ids, cfg, generator=None, budget=None):
         calls.append(prompt_ids)
         yield from tok.encode("半句")
         raise KeyboardInterrupt
