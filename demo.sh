@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-.venv/bin/python}
 "$PYTHON" sft_long.py
 "$PYTHON" distill.py
 
-# Problems that the r1 training set never asks (dataset/demo.py, kind r1_test);
+# Problems that the r1 training set never asks (dataset/demo/, kind r1_test);
 # the first 100 of its 200, greedy.
 "$PYTHON" -m dataset.demo --kind r1_test --samples 0
 for mode in 3 2; do

@@ -23,9 +23,9 @@ from functools import partial
 import torch
 
 from model import CheckpointError, load_model
-from sft import chat_data
 from tokenizer import SpongeTokenizer
 from trainer import StageData, TrainConfig, cli_config, run_stage
+from trainer.chat_data import chat_data
 from trainer.config import _f
 from trainer.distributed import DistInfo
 from trainer.losses import TeacherLoss, WeightedRows, reasoning_weights

@@ -52,27 +52,16 @@ from dataset.chat_formats import CHAT_FORMATS
 from dataset.readers import DataError, SkipStats
 from evaluation.batch_eval import evaluate_samples, format_report, load_samples
 from evaluation.reasoning_metrics import budget_label, format_table
-from model import CheckpointError, SamplingConfig, SpongeBob, generate, load_model
-from model.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
-from model.chat import ChatSession, ReasoningRender, chat_loop, write_reply
-from model.think_split import ANSWER, ThinkSplitter
-from model.streaming import stream_text
-from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
-from trainer.device import pick_device
+from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
+from inference.chat import ChatSession, ReasoningRender, chat_loop, write_reply
+from inference.generate import SamplingConfig, generate
+from inference.loading import MODEL_MODES, UserError, load
+from inference.streaming import stream_text
+from inference.think_split import ANSWER, ThinkSplitter
+from model import SpongeBob
+from tokenizer import SpongeTokenizer
 
-# mode -> (stage, the checkpoint that stage's script writes)
-MODEL_MODES: dict[int, tuple[str, str]] = {
-    0: ("pretrain", "out/pretrain.pth"),
-    1: ("sft", "out/sft.pth"),
-    2: ("distill", "out/distill.pth"),
-    3: ("sft_long", "out/sft_long.pth"),
-}
-STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "distill": "distill.py", "sft_long": "sft_long.py"}
 PROMPT_MARKER = "> "
-
-
-class UserError(Exception):
-    """Something the user can fix; printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,30 +148,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parser.error(f"--think_budgets {args.think_budgets}: a comma list of token counts or none, e.g. none,16,64")
     if args.model_mode == 0 and args.system is not None:
         parser.error("--system: only the chat modes (--model_mode 1, 2 or 3) take a system prompt")
-
-
-def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.device]:
-    """The model and tokenizer for args, with a one-line description on stderr."""
-    stage, default_path = MODEL_MODES[args.model_mode]
-    path = Path(args.ckpt or default_path)
-    if not path.is_file():
-        how = "check the path" if args.ckpt else f"run python {STAGE_SCRIPTS[stage]} first, or pass --ckpt"
-        raise UserError(f"{path} not found: {how}")
-    try:
-        device = pick_device(args.device)
-    except ValueError as e:  # a known device that this machine does not have
-        raise UserError(str(e)) from None
-    except RuntimeError:  # torch.device("nonsense")
-        raise UserError(f"--device {args.device}: not a device; use cuda, cuda:N, mps, cpu or auto") from None
-    try:
-        tok = load_tokenizer()
-        model, meta = load_model(path, tokenizer=tok, device=device)
-    except (CheckpointError, TokenizerError) as e:
-        raise UserError(str(e)) from None
-    trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
-    print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
-          f"device {device}", file=sys.stderr)
-    return model, tok, device
 
 
 def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: SamplingConfig,

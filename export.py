@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from exporters.gguf_file import GGUF_DTYPES, write_gguf
+from exporters.hf_dir import WEIGHTS_FILE, write_hf_export
 from model import CheckpointError, SpongeBob, load_model
-from model.export_gguf import GGUF_DTYPES, write_gguf
-from model.export_hf import WEIGHTS_FILE, write_hf_export
 from tokenizer import TokenizerError, load_tokenizer
 
 

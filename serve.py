@@ -23,7 +23,7 @@ from pathlib import Path
 
 import uvicorn
 
-from eval_model import MODEL_MODES, UserError, load
+from inference.loading import MODEL_MODES, UserError, load
 from serving import Engine, ServerSettings, create_app
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

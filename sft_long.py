@@ -3,13 +3,13 @@
     python sft_long.py                                   # built-in long dialogues, after python sft.py
     python sft_long.py --data_path data/sft_1024.jsonl   # your data
 
-Only three things differ from sft.py, whose data builder this reuses: rows of
+Only three things differ from sft.py (both use trainer/chat_data.py): rows of
 1024 tokens, the demo's long dialogues, and the start, out/sft.pth. The
 weights go to out/sft_long.pth.
 """
-from sft import chat_data
 from tokenizer import SpongeTokenizer
 from trainer import StageData, TrainConfig, cli_config, run_stage
+from trainer.chat_data import chat_data
 from trainer.distributed import DistInfo
 
 # The seed's long-SFT run on a 24 GB GPU: rows of 1024 need a smaller batch.

@@ -14,7 +14,8 @@ import time
 import torch
 
 from bench.device_info import describe_device
-from model import DEFAULT_PRESET, SamplingConfig, SpongeBob, generate, get_preset
+from inference.generate import SamplingConfig, generate
+from model import DEFAULT_PRESET, SpongeBob, get_preset
 
 
 def time_generation(model: SpongeBob, prompt: list[int], new_tokens: int, use_cache: bool) -> float:

@@ -1,1 +1,5 @@
-"""Evaluation of generated text: BLEU-4 and ROUGE-1/2/L against references (see text_metrics.py)."""
+"""Scores of generated text: BLEU-4 and ROUGE (text_metrics.py), format compliance, answer matching and
+think length for reasoning (reasoning_metrics.py), and the --eval_file batch evaluation (batch_eval.py).
+
+Not here: generation itself (inference/) or the validation loss of training (trainer/).
+"""

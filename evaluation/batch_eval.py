@@ -43,9 +43,10 @@ from tqdm import tqdm
 
 from dataset.chat_formats import iter_conversations
 from dataset.readers import SkipStats
-from model import SamplingConfig, SpongeBob, generate
-from model.budget import ThinkBudget
-from model.think_split import split_reasoning
+from inference.budget import ThinkBudget
+from inference.generate import SamplingConfig, generate
+from inference.think_split import split_reasoning
+from model import SpongeBob
 from tokenizer import SpongeTokenizer
 from .reasoning_metrics import score_replies
 from .text_metrics import corpus_scores

@@ -11,8 +11,9 @@ import sys
 
 import torch
 
-from model import DEFAULT_PRESET, PRESETS, SamplingConfig, SpongeBob, generate, get_preset
-from model.streaming import stream_text
+from inference.generate import SamplingConfig, generate
+from inference.streaming import stream_text
+from model import DEFAULT_PRESET, PRESETS, SpongeBob, get_preset
 from tokenizer import TokenizerError, load_tokenizer
 
 

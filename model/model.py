@@ -8,14 +8,16 @@ LlamaForCausalLM (see model/hf.py), and the maths follows the same conventions
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .kv_cache import KVCache
+
+if TYPE_CHECKING:  # the cache belongs to generation (inference/); the network only reads and writes it
+    from inference.kv_cache import KVCache
 
 IGNORE_INDEX = -100  # targets with this value get no loss (prompt tokens, padding)
 
@@ -209,8 +211,9 @@ class SpongeBob(nn.Module):
         loss = token_loss(logits, targets, loss_weight) if targets is not None else None
         return ModelOutput(logits, loss)
 
-    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+    def new_cache(self, batch_size: int, max_len: int) -> "KVCache":
         """An empty KV cache sized for max_len positions, on the model's device and dtype."""
+        from inference.kv_cache import KVCache  # at call time: training never needs the inference package
         cfg = self.config
         weight = self.embed.weight
         return KVCache(cfg.n_layers, batch_size, cfg.n_kv_heads, min(max_len, cfg.max_position_embeddings),

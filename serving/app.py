@@ -19,8 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model import SamplingConfig
-from model.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
+from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
+from inference.generate import SamplingConfig
 from tokenizer import SpongeTokenizer
 
 from .engine import Engine, QueueFull

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 import torch
 
-from model import SamplingConfig, SpongeBob, generate
-from model.budget import ThinkBudget
-from model.streaming import StreamDecoder
-from model.think_split import ANSWER, ThinkSplitter
+from inference.budget import ThinkBudget
+from inference.generate import SamplingConfig, generate
+from inference.streaming import StreamDecoder
+from inference.think_split import ANSWER, ThinkSplitter
+from model import SpongeBob
 from tokenizer import SpongeTokenizer
 
 
@@ -28,7 +29,7 @@ class GenerationRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     split_reasoning: bool = True
-    budget: ThinkBudget | None = None   # budget forcing of the thinking span (model/budget.py)
+    budget: ThinkBudget | None = None   # budget forcing of the thinking span (inference/budget.py)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from model.think_split import THINK
+from inference.think_split import THINK
 
 from .engine import Job
 from .generation import Failed, Finished, Piece

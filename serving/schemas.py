@@ -68,7 +68,7 @@ class ChatRequest(Strict):
     # Extras beyond OpenAI's API, as in vLLM: the sampling knobs eval_model.py has.
     top_k: int | None = Field(None, ge=0)
     repetition_penalty: float | None = Field(None, gt=0, le=10)
-    # Budget forcing (model/budget.py), mirroring eval_model.py's flags.
+    # Budget forcing (inference/budget.py), mirroring eval_model.py's flags.
     max_think_tokens: int | None = Field(None, ge=0)
     min_think_tokens: int | None = Field(None, ge=0)
     continue_word: str | None = Field(None, min_length=1, max_length=100)

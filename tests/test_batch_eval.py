@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import evaluation.batch_eval as batch_eval
 from evaluation.batch_eval import EvalSample, evaluate_samples, make_sample, reference_loss
-from model import SamplingConfig
+from inference.generate import SamplingConfig
 import test_eval_chat
 from test_eval_chat import run_main
 

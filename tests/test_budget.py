@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model import SamplingConfig, SpongeBob, generate, get_preset
-from model.budget import ThinkBudget, think_budget, thinking_at_end
+from inference.generate import SamplingConfig, generate
+from model import SpongeBob, get_preset
+from inference.budget import ThinkBudget, think_budget, thinking_at_end
 from tokenizer import load_tokenizer
 
 OPEN, CLOSE, ANSWER, NL = 3, 4, 5, 9  # <think>, </think>, <answer>, a newline stand-in

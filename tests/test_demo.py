@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dataset import demo
+from dataset.demo import corpus as demo
 from dataset.demo import DEMO_KINDS, demo_corpus_current, demo_records, ensure_demo_corpus
-from dataset.demo_world import zh_count, zh_number
+from dataset.demo.world import zh_count, zh_number
 from tokenizer import load_tokenizer
 
 # The world's facts, written out by hand (not imported) so the corpus is checked against them.

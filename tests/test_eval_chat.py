@@ -1,4 +1,4 @@
-"""Chat modes of eval_model.py (model/chat.py): prompts with history, commands, piped turns."""
+"""Chat modes of eval_model.py (inference/chat.py): prompts with history, commands, piped turns."""
 import io
 import json
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 
 import eval_model
-import model.chat as chat
-from model import SamplingConfig, generate
+import inference.chat as chat
+from inference.generate import SamplingConfig, generate
 from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
 
@@ -30,7 +30,7 @@ def tiny(tmp_path_factory, tok):
 
 @pytest.fixture
 def fake(monkeypatch, tok):
-    """Replace generate in model/chat.py: record what the model is fed, reply 答1, 答2, ..."""
+    """Replace generate in inference/chat.py: record what the model is fed, reply 答1, 答2, ..."""
     calls = []
 
     def fake_generate(model, prompt_ids, cfg, generator=None, budget=None):
@@ -127,7 +127,7 @@ def test_oldest_exchanges_go_when_the_context_is_short(tok, tiny):
 
 
 def greedy_reply_oracle(model, tok, user: str, max_new: int, penalty: float) -> str:
-    """The reply computed without model/chat.py: template, generate, cut at a turn end, decode."""
+    """The reply computed without inference/chat.py: template, generate, cut at a turn end, decode."""
     prompt = tok.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True,
                                      tokenize=True)
     cfg = SamplingConfig(max_new_tokens=max_new, temperature=0.0, repetition_penalty=penalty)

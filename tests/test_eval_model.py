@@ -1,4 +1,4 @@
-"""eval_model.py and the streaming decoder it prints through (model/streaming.py)."""
+"""eval_model.py and the streaming decoder it prints through (inference/streaming.py)."""
 import io
 import json
 import random
@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import eval_model
-from model import SamplingConfig, SpongeBob, generate, get_preset, save_model
-from model.streaming import REPLACEMENT_CHAR, StreamDecoder, stream_text
+from inference.generate import SamplingConfig, generate
+from model import SpongeBob, get_preset, save_model
+from inference.streaming import REPLACEMENT_CHAR, StreamDecoder, stream_text
 from tokenizer import load_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -5,10 +5,10 @@ import json
 import pytest
 
 import evaluation.batch_eval as batch_eval
-import model.chat as chat
+import inference.chat as chat
 from evaluation.batch_eval import evaluate_samples, make_sample
-from model import SamplingConfig
-from model.chat import ChatSession, ReasoningRender
+from inference.generate import SamplingConfig
+from inference.chat import ChatSession, ReasoningRender
 from test_eval_chat import run_main
 from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
@@ -45,7 +45,7 @@ def test_a_reply_without_tags_is_all_answer():
 
 @pytest.fixture
 def scripted(monkeypatch, tok):
-    """generate in model/chat.py and evaluation/batch_eval.py replies from a script; records budgets."""
+    """generate in inference/chat.py and evaluation/batch_eval.py replies from a script; records budgets."""
     calls = []
 
     def fake_generate(model, prompt_ids, cfg, generator=None, budget=None):

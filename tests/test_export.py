@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import export
-from model import SamplingConfig, SpongeBob, generate, get_preset, save_model
-from model.export_hf import write_hf_export, write_safetensors
+from inference.generate import SamplingConfig, generate
+from model import SpongeBob, get_preset, save_model
+from exporters.hf_dir import write_hf_export, write_safetensors
 from tokenizer import load_tokenizer
 
 TINY = get_preset("spongebob-tiny")  # dim 64, 2 layers, 4 heads / 2 KV heads, head_dim 16, FFN 160, ctx 512

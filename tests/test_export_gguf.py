@@ -13,7 +13,7 @@ import torch
 
 import test_export
 from model import SpongeBob
-from model.export_gguf import interleave_rope_rows
+from exporters.gguf_file import interleave_rope_rows
 from model.model import apply_rope, rope_cos_sin
 from test_export import leftovers, run_export
 from tokenizer import CHAT_TEMPLATE

@@ -1,8 +1,9 @@
 """Generation: KV cache equals recomputation, sampling filters, stop ids and limits."""
 import torch
 
-from model import SamplingConfig, SpongeBob, generate, get_preset
-from model.generate import apply_repetition_penalty, filter_top_k, filter_top_p, sample_next
+from inference.generate import SamplingConfig, generate
+from model import SpongeBob, get_preset
+from inference.generate import apply_repetition_penalty, filter_top_k, filter_top_p, sample_next
 
 
 def tiny_model(seed: int = 0) -> SpongeBob:

@@ -24,7 +24,8 @@ uvicorn = pytest.importorskip("uvicorn")
 
 import serve  # noqa: E402
 import serving.generation  # noqa: E402
-from model import SamplingConfig, SpongeBob, generate, get_preset, load_model, save_model  # noqa: E402
+from inference.generate import SamplingConfig, generate  # noqa: E402
+from model import SpongeBob, get_preset, load_model, save_model  # noqa: E402
 from serving import Engine, ServerSettings, create_app  # noqa: E402
 from serving.engine import QueueFull  # noqa: E402
 from serving.generation import Failed, GenerationRequest, Piece  # noqa: E402

@@ -1,9 +1,9 @@
-"""model/think_split.py: thinking vs answer, tags and framing newlines removed, on any chunking."""
+"""inference/think_split.py: thinking vs answer, tags and framing newlines removed, on any chunking."""
 import random
 
 import pytest
 
-from model.think_split import ThinkSplitter, split_reasoning
+from inference.think_split import ThinkSplitter, split_reasoning
 
 R1 = "<think>\n先想一想。\n1+1=2\n</think>\n<answer>\n答案是 2。\n</answer>"
 

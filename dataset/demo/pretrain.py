@@ -3,7 +3,7 @@
 A paragraph is a few sentences on one topic — a character's profile, a day
 out with a friend, an arithmetic lesson, the days of the week, colours,
 counting, a little dialogue, a meal. Each topic has its own small set of
-sentence templates, and every fact comes from demo_world, so the same facts
+sentence templates, and every fact comes from world.py, so the same facts
 recur in many phrasings: that regularity is what lets a tiny model learn the
 world in minutes, and the variety of slots keeps it from simply memorising.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from .demo_world import (BY_NAME, CHARACTERS, FEELINGS, FOODS, OUTINGS, MENU, SEASONS, STORY_CAST,
+from .world import (BY_NAME, CHARACTERS, FEELINGS, FOODS, OUTINGS, MENU, SEASONS, STORY_CAST,
                          THING_COLORS, TIMES, TOWN, WEATHER, WEEKDAYS, COUNTABLES, Character,
                          pick_other, residents, join_names, zh_count, zh_number)
 

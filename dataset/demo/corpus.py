@@ -2,7 +2,7 @@
 
 With no data flag, the stage scripts train on this, so a fresh clone runs end to
 end with nothing downloaded. The text is generated here from templates about
-海绵宝宝 and his friends (dataset/demo_world.py holds the facts), never taken
+海绵宝宝 and his friends (dataset/demo/world.py holds the facts), never taken
 from anywhere, and it is regular enough that a tiny model visibly learns it.
 
     out/demo/{kind}.jsonl   record                                        default size
@@ -39,10 +39,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .demo_chat import sft_long_record, sft_record
-from .demo_pretrain import pretrain_record
-from .demo_reason import dpo_record, r1_record, r1_test_records
+from .chat import sft_long_record, sft_record
+from .pretrain import pretrain_record
+from .reason import dpo_record, r1_record, r1_test_records
 
+GENERATOR_MODULES = ("world", "pretrain", "chat", "reason")  # this package's generators, fingerprinted
 DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root when the scripts run)
 DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo", "r1_test")
 DEMO_VERSION = 1  # bump when the output changes in a way the source fingerprint would not show
@@ -82,9 +83,10 @@ def demo_records(kind: str, seed: int = 0, size: int | None = None) -> Iterator[
 
 
 def _source_fingerprint() -> str:
-    """SHA-256 over the generator modules (dataset/demo_*.py), so editing a template regenerates."""
+    """SHA-256 over the generator modules (world, pretrain, chat, reason), so editing a template regenerates."""
     h = hashlib.sha256()
-    for path in sorted(Path(__file__).resolve().parent.glob("demo_*.py")):
+    here = Path(__file__).resolve().parent
+    for path in sorted(here / f"{name}.py" for name in GENERATOR_MODULES):
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

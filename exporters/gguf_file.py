@@ -29,8 +29,8 @@ import torch
 
 from tokenizer import CHAT_TEMPLATE, SpongeTokenizer
 
-from .hf import to_hf_state_dict
-from .model import SpongeBob
+from model import SpongeBob
+from model.hf import to_hf_state_dict
 
 GGUF_DTYPES = ("f32", "f16", "q8_0")
 PRE_TOKENIZER = "gpt-2"

@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 from typing import Callable, Iterator
 
-from .demo_chat import UNHELPFUL, ask, to_messages
-from .demo_world import (CHARACTERS, COUNTABLES, MENU, OUTINGS, WEEKDAYS, Character, pick_other)
+from .chat import UNHELPFUL, ask, to_messages
+from .world import (CHARACTERS, COUNTABLES, MENU, OUTINGS, WEEKDAYS, Character, pick_other)
 
 Problem = tuple[str, list[str], str]  # question, think steps, gold answer
 LETTERS = "ABCD"

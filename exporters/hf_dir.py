@@ -2,7 +2,7 @@
 
     config.json              hf_config_dict (rope_theta for transformers 4.x and 5.x)
     generation_config.json   bos/eos/pad and eval_model.py's sampling defaults
-    model.safetensors        the weights under HF's names (model/hf.py), float32
+    model.safetensors        the weights under HF's names (model/hf.py's names), float32
     tokenizer.json, tokenizer_config.json (ChatML template), special_tokens_map.json
 
 The result loads with AutoModelForCausalLM / AutoTokenizer and no custom code.
@@ -19,8 +19,8 @@ import torch
 
 from tokenizer import SpongeTokenizer
 
-from .hf import hf_config_dict, to_hf_state_dict
-from .model import SpongeBob
+from model import SpongeBob
+from model.hf import hf_config_dict, to_hf_state_dict
 
 WEIGHTS_FILE = "model.safetensors"
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}

@@ -5,7 +5,7 @@ print while the model is still thinking. With the KV cache (the default) each
 step feeds one token; without it every step re-reads the whole sequence, which
 is slower but is the reference that the cache must match.
 
-With a ThinkBudget (model/budget.py) some tokens are forced instead of sampled,
+With a ThinkBudget (inference/budget.py) some tokens are forced instead of sampled,
 to cap or stretch a reasoning model's thinking; they are fed and yielded like
 sampled ones, through the cache as well.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .budget import BudgetState, ThinkBudget
-from .model import SpongeBob
+from model import SpongeBob
 
 
 @dataclass
@@ -85,7 +85,7 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
     Stops early on any sampled id in cfg.stop_ids (which is not yielded) or when
     the model's context is full. A prompt longer than the context keeps its last
     tokens, leaving room for the new ones. budget: budget forcing of the thinking
-    span (see model/budget.py); its forced tokens count toward max_new_tokens.
+    span (see inference/budget.py); its forced tokens count toward max_new_tokens.
     """
     cfg = cfg or SamplingConfig()
     device = model.embed.weight.device

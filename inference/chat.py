@@ -22,7 +22,7 @@ import torch
 
 from .budget import ThinkBudget
 from .generate import SamplingConfig, generate
-from .model import SpongeBob
+from model import SpongeBob
 from .streaming import stream_text
 from .think_split import THINK, ThinkSplitter, split_reasoning
 

@@ -2,7 +2,7 @@
 
 Every question generator returns a QA: the question, the right answer and a
 plausible wrong one. SFT (sft, sft_long) uses the right answers; DPO
-(demo_reason.py) pairs them with the wrong ones, so the two stages teach the
+(reason.py) pairs them with the wrong ones, so the two stages teach the
 same facts. Answers are whole short sentences that repeat the question's
 subject ("派大星住在石头下面。"), which is how a small model learns to answer
 on topic. Identity questions get answers that start with "我是 SpongeBob", so a
@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 from typing import Callable, NamedTuple
 
-from .demo_pretrain import day_out, profile
-from .demo_world import (BY_NAME, CHARACTERS, STORY_CAST, THING_COLORS, WEEKDAYS, Character, pick_other,
+from .pretrain import day_out, profile
+from .world import (BY_NAME, CHARACTERS, STORY_CAST, THING_COLORS, WEEKDAYS, Character, pick_other,
                          residents, join_names, zh_number)
 
 

@@ -1,0 +1,34 @@
+"""The chat data every SFT-like stage trains on (sft, sft_long, distill): files or the built-in demo.
+
+Shared here so that no stage script imports another: each stage only says which
+demo dialogues it falls back on and whether replies must be reasoning replies.
+"""
+from __future__ import annotations
+
+from dataset.demo import ensure_demo_corpus
+from dataset.sft_dataset import SFTDataset
+from dataset.sft_tokenize import describe_chat, pretokenize_chat
+from tokenizer import SpongeTokenizer
+
+from .config import TrainConfig
+from .distributed import DistInfo
+from .run import StageData
+
+
+def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str,
+              reasoning: bool = False) -> StageData:
+    """Chat data for SFT-like stages: the files given, or the built-in demo_kind dialogues.
+    With reasoning, every reply is checked and normalised to <think>/<answer> form."""
+    paths = cfg.data_path
+    if not paths:
+        paths = [str(ensure_demo_corpus(demo_kind))]
+        if dist.is_main:
+            print(f"no --data_path: training on the built-in demo dialogues {paths[0]}")
+    corpus = pretokenize_chat(paths, tok, cfg.max_seq_len, truncation=cfg.truncation,
+                              data_format=cfg.data_format or None, skip_bad=cfg.skip_bad,
+                              val_fraction=cfg.val_fraction, seed=cfg.seed, show_progress=dist.is_main,
+                              reasoning=reasoning)
+    shard = dict(seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    train = SFTDataset(corpus.train, cfg.max_seq_len, **shard)
+    val = SFTDataset(corpus.val, cfg.max_seq_len, shuffle=False, **shard)
+    return StageData(train, val, identity=corpus.dir.name, description=describe_chat(corpus))
