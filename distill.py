@@ -15,7 +15,7 @@ What is special about this stage (everything else lives in trainer/):
          thinking span --think_weight, normalised by the total weight
          (trainer/losses.py). With --teacher, alpha * T^2 * KL(teacher || student)
          + (1 - alpha) * CE on the same weighted tokens.
-  start  out/sft_long.pth (--init); the weights go to out/distill.pth.
+  start  <out_dir>/sft_long.pth (--init); the weights go to <out_dir>/distill.pth.
 """
 from dataclasses import dataclass
 from functools import partial
@@ -41,10 +41,10 @@ class DistillConfig(TrainConfig):
 
 
 # The seed's advice: a very low lr at an effective batch of about 600 rows of 1024.
-REFERENCE = dict(init="out/sft_long.pth", epochs=1, batch_size=24, accumulation_steps=25, learning_rate=1e-6,
+REFERENCE = dict(epochs=1, batch_size=24, accumulation_steps=25, learning_rate=1e-6,
                  min_lr=1e-7, warmup_steps=10, max_seq_len=1024, save_interval=100, eval_interval=50)
 # The CPU demo after the long-SFT demo: a few minutes on the built-in problems.
-DEMO = dict(init="out/sft_long.pth", epochs=1, max_steps=150, batch_size=16, accumulation_steps=1,
+DEMO = dict(epochs=1, max_steps=150, batch_size=16, accumulation_steps=1,
             max_seq_len=512, learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=100,
             eval_interval=100, log_interval=5, eval_batches=10)
 
@@ -75,4 +75,5 @@ def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device) -
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, DistillConfig), "distill", build_data, build_loss)
+    cfg = cli_config(__doc__, REFERENCE, DEMO, DistillConfig, init_from="sft_long")
+    run_stage(cfg, "distill", build_data, build_loss)

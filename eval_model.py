@@ -1,22 +1,23 @@
 """Try a trained model: `python eval_model.py --model_mode 0` continues your text.
 
-Model modes (which stage's checkpoint is loaded; --ckpt loads another file):
-  0  pretrain   out/pretrain.pth   continues prompts as raw text
-  1  sft        out/sft.pth        chat
-  2  distill    out/distill.pth    chat that thinks: the thinking is shown dimmed (labelled
-                                   [思考] when not on a terminal), then the answer; --hide_think
-  3  sft_long   out/sft_long.pth   chat with longer context
+Model modes (which stage's checkpoint is loaded from --out_dir, `out` by default;
+--ckpt loads another file):
+  0  pretrain   <out_dir>/pretrain.pth   continues prompts as raw text
+  1  sft        <out_dir>/sft.pth        chat
+  2  distill    <out_dir>/distill.pth    chat that thinks: the thinking is shown dimmed (labelled
+                                         [思考] when not on a terminal), then the answer; --hide_think
+  3  sft_long   <out_dir>/sft_long.pth   chat with longer context
 
 Where the prompts come from (mode 0):
   --prompt TEXT    that one prompt: prints the prompt, then streams its continuation
-  a terminal       an interactive loop: type a prompt, Enter; Ctrl-C stops a
-                   generation, Ctrl-D (or Ctrl-C at the prompt) quits
+  a terminal       an interactive loop: type a prompt, Enter; /help, /exit;
+                   Ctrl-C stops a generation, Ctrl-D (or Ctrl-C at the prompt) quits
   a pipe or file   one prompt per non-empty line, answered in order, one JSON
                    line each: {"prompt": ..., "continuation": ...}
 
 Chat (modes 1-3) keeps the last --history_turns exchanges and an optional --system prompt:
   --prompt TEXT    one user turn: prints the reply
-  a terminal       a conversation; /clear forgets it, /exit or Ctrl-D quits,
+  a terminal       a conversation; /help, /clear forgets it, /exit or Ctrl-D quits,
                    Ctrl-C stops a reply
   a pipe or file   each non-empty line is the next user turn of one conversation
                    (with --no_history, of a new one), one JSON line each:
@@ -53,22 +54,24 @@ from dataset.readers import DataError, SkipStats
 from evaluation.batch_eval import evaluate_samples, format_report, load_samples
 from evaluation.reasoning_metrics import budget_label, format_table
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
-from inference.chat import ChatSession, ReasoningRender, chat_loop, write_reply
+from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
 from inference.generate import SamplingConfig, generate
-from inference.loading import MODEL_MODES, UserError, load
+from inference.loading import MODEL_MODES, MODES_HELP, UserError, load
 from inference.streaming import stream_text
 from inference.think_split import ANSWER, ThinkSplitter
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
+from trainer.cli import OneLineParser
 
 PROMPT_MARKER = "> "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_mode", type=int, default=0, choices=sorted(MODEL_MODES),
-                   help="0 pretrain (continue text), 1 sft, 2 distill, 3 sft_long; picks the default --ckpt")
-    p.add_argument("--ckpt", default=None, help="checkpoint to load instead of the mode's out/<stage>.pth")
+                   help=MODES_HELP + "; picks the checkpoint in --out_dir")
+    p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
+    p.add_argument("--ckpt", default=None, help="checkpoint to load instead of the mode's <out_dir>/<stage>.pth")
     p.add_argument("--prompt", default=None, help="continue this one prompt and exit (default: read stdin)")
     p.add_argument("--max_new_tokens", type=int, default=200, help="most tokens to generate per prompt")
     p.add_argument("--temperature", type=float, default=None,
@@ -207,7 +210,7 @@ def interactive(answer: Callable[[str], Iterable[str]], out: TextIO) -> None:
         importlib.import_module("readline")
     except ImportError:
         pass
-    print("type a prompt and press Enter; Ctrl-C stops a generation, Ctrl-D quits", file=sys.stderr)
+    print(TEXT_HELP, file=sys.stderr)
     while True:
         try:
             prompt = input(PROMPT_MARKER)
@@ -215,6 +218,12 @@ def interactive(answer: Callable[[str], Iterable[str]], out: TextIO) -> None:
             out.write("\n")
             return
         if not prompt.strip():
+            continue
+        action = command(prompt)
+        if action == "exit":
+            return
+        if action is not None:  # /help, or /clear, which has nothing to forget here
+            print(TEXT_HELP, file=sys.stderr)
             continue
         try:
             write_plain(prompt, answer(prompt), out)
@@ -244,6 +253,15 @@ def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampl
         chat_loop(session, sys.stdout, render=render)
     else:
         for line in prompt_lines(sys.stdin):
+            action = command(line)  # the terminal's commands work in a pipe too
+            if action == "exit":
+                break
+            if action == "clear":
+                session.clear()
+            elif action == "help":
+                print(CHAT_HELP, file=sys.stderr)
+            if action is not None:
+                continue
             reply = session.reply(line)
             if reasoning and args.hide_think:
                 reply = answer_only(reply)
@@ -317,7 +335,11 @@ def run(args: argparse.Namespace) -> None:
         interactive(answer, sys.stdout)
     else:
         for prompt in prompt_lines(sys.stdin):
-            write_json_line(prompt, answer(prompt), sys.stdout)
+            action = command(prompt)
+            if action == "exit":
+                break
+            if action is None:
+                write_json_line(prompt, answer(prompt), sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:

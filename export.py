@@ -1,10 +1,13 @@
 """Export a trained checkpoint for other tools: Hugging Face transformers, llama.cpp, Ollama.
 
-  python export.py --ckpt out/sft.pth --format hf
+  python export.py --model_mode 1 --format hf          (or --ckpt out/sft.pth)
       -> out/export/sft-hf/   a LlamaForCausalLM directory (safetensors, config,
          generation config, tokenizer with its chat template)
-  python export.py --ckpt out/sft.pth --format gguf --dtype f16
-      -> out/export/sft-f16.gguf   one GGUF file (f32, f16 or q8_0 weights)
+  python export.py --model_mode 2 --format gguf --dtype f16
+      -> out/export/distill-f16.gguf   one GGUF file (f32, f16 or q8_0 weights)
+  python export.py --out_dir runs/a --model_mode 1     runs/a/sft.pth -> runs/a/export/sft-hf/
+
+--model_mode picks a stage's checkpoint in --out_dir as eval_model.py does.
 
 Any stage's checkpoint works (pretrain, sft, sft_long, distill): they all hold
 the same model. The output is written next to its destination under a temporary
@@ -24,8 +27,10 @@ from pathlib import Path
 
 from exporters.gguf_file import GGUF_DTYPES, write_gguf
 from exporters.hf_dir import WEIGHTS_FILE, write_hf_export
+from inference.loading import MODEL_MODES, MODES_HELP, checkpoint_path
 from model import CheckpointError, SpongeBob, load_model
 from tokenizer import TokenizerError, load_tokenizer
+from trainer.cli import OneLineParser, shown_path
 
 
 class UserError(Exception):
@@ -33,13 +38,18 @@ class UserError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="model checkpoint to export, e.g. out/sft.pth")
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=None, help="model checkpoint to export, e.g. out/sft.pth (or use --model_mode)")
+    p.add_argument("--model_mode", type=int, default=None, choices=sorted(MODEL_MODES),
+                   help=MODES_HELP + "; exports that stage's checkpoint in --out_dir")
+    p.add_argument("--out_dir", default="out",
+                   help="the folder the training stages wrote to; exports go to its export/ folder by default")
     p.add_argument("--format", choices=("hf", "gguf"), default="hf",
                    help="hf: a transformers LlamaForCausalLM directory; gguf: one file for llama.cpp/Ollama")
-    p.add_argument("--out_dir", default=None, help="hf: output directory (default out/export/<ckpt name>-hf)")
+    p.add_argument("--export_dir", default=None,
+                   help="hf: output directory (default <out_dir>/export/<ckpt name>-hf)")
     p.add_argument("--out_file", default=None,
-                   help="gguf: output file (default out/export/<ckpt name>-<dtype>.gguf)")
+                   help="gguf: output file (default <out_dir>/export/<ckpt name>-<dtype>.gguf)")
     p.add_argument("--dtype", choices=GGUF_DTYPES, default="f32",
                    help="gguf: weight type; norms stay f32 (hf is always f32)")
     p.add_argument("--tokenizer_dir", default=None,
@@ -49,19 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if (args.ckpt is None) == (args.model_mode is None):
+        parser.error("say which checkpoint: --model_mode N (a stage's, in --out_dir) or --ckpt FILE, one of them")
     if args.format == "hf" and args.out_file is not None:
-        parser.error("--out_file is for --format gguf; use --out_dir with --format hf")
-    if args.format == "gguf" and args.out_dir is not None:
-        parser.error("--out_dir is for --format hf; use --out_file with --format gguf")
+        parser.error("--out_file is for --format gguf; use --export_dir with --format hf")
+    if args.format == "gguf" and args.export_dir is not None:
+        parser.error("--export_dir is for --format hf; use --out_file with --format gguf")
     if args.format == "hf" and args.dtype != "f32":
         parser.error("--dtype is for --format gguf; the hf export is always f32")
 
 
 def output_path(args: argparse.Namespace) -> Path:
-    stem = Path(args.ckpt).stem
+    stem = checkpoint_path(args).stem
     if args.format == "hf":
-        return Path(args.out_dir or f"out/export/{stem}-hf")
-    return Path(args.out_file or f"out/export/{stem}-{args.dtype}.gguf")
+        return Path(args.export_dir or Path(args.out_dir) / "export" / f"{stem}-hf")
+    return Path(args.out_file or Path(args.out_dir) / "export" / f"{stem}-{args.dtype}.gguf")
 
 
 def check_target(target: Path, is_dir: bool, overwrite: bool) -> None:
@@ -130,9 +142,13 @@ def describe(model: SpongeBob, target: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> str:
+    ckpt = checkpoint_path(args)
+    if not ckpt.is_file():
+        how = "check the path" if args.ckpt else f"train that stage with --out_dir {args.out_dir} first, or pass --ckpt"
+        raise UserError(f"{shown_path(ckpt)}: checkpoint not found; {how}")
     try:
         tok = load_tokenizer(args.tokenizer_dir)
-        model, _ = load_model(args.ckpt, tokenizer=tok)
+        model, _ = load_model(ckpt, tokenizer=tok)
     except (CheckpointError, TokenizerError) as e:
         raise UserError(str(e)) from None
     target = output_path(args)
@@ -141,7 +157,7 @@ def run(args: argparse.Namespace) -> str:
             if args.format == "hf":
                 write_hf_export(model, tok, tmp)
             else:
-                write_gguf(model, tok, tmp, dtype=args.dtype, name=f"SpongeBob {Path(args.ckpt).stem}")
+                write_gguf(model, tok, tmp, dtype=args.dtype, name=f"SpongeBob {ckpt.stem}")
     except OSError as e:  # disk full, permissions: the staged output is already gone
         raise UserError(f"{target}: could not write ({e.strerror or e})") from None
     return describe(model, target)

@@ -2,6 +2,7 @@
 
     python serve.py                         # out/sft.pth on http://127.0.0.1:8000
     python serve.py --model_mode 2          # the reasoning model, out/distill.pth
+    python serve.py --out_dir runs/a        # runs/a/sft.pth, what `sft.py --out_dir runs/a` wrote
     python serve.py --ckpt out/my.pth --api_key secret --port 8080
 
 Endpoints: POST /v1/chat/completions (streaming or not), GET /v1/models, and
@@ -19,21 +20,22 @@ import argparse
 import logging
 import socket
 import sys
-from pathlib import Path
 
 import uvicorn
 
-from inference.loading import MODEL_MODES, UserError, load
+from inference.loading import UserError, checkpoint_path, load
 from serving import Engine, ServerSettings, create_app
+from trainer.cli import OneLineParser
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_mode", type=int, default=1, choices=[1, 2, 3],
-                   help="1 sft, 2 distill (thinks), 3 sft_long; picks the default --ckpt as eval_model.py does")
-    p.add_argument("--ckpt", default=None, help="checkpoint to serve instead of the mode's out/<stage>.pth")
+                   help="1 sft, 2 distill (thinks), 3 sft_long; picks the checkpoint in --out_dir as eval_model.py does")
+    p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
+    p.add_argument("--ckpt", default=None, help="checkpoint to serve instead of the mode's <out_dir>/<stage>.pth")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; the default is this machine only (0.0.0.0: every network)")
     p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ckpt = Path(args.ckpt or MODEL_MODES[args.model_mode][1])
+    ckpt = checkpoint_path(args)
     settings = ServerSettings(model_id=ckpt.stem, created=int(ckpt.stat().st_mtime), api_key=args.api_key,
                               max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes,
                               split_reasoning=not args.no_reasoning_split)

@@ -10,7 +10,7 @@ What is special about this stage (everything else lives in trainer/):
          mask (dataset/sft_tokenize.py), one conversation per row;
   loss   cross-entropy on the assistant replies only, each from its first
          token through its <|im_end|>;
-  start  out/pretrain.pth (--init); the weights go to out/sft.pth.
+  start  <out_dir>/pretrain.pth (--init); the weights go to <out_dir>/sft.pth (--out_dir: out).
 """
 from tokenizer import SpongeTokenizer
 from trainer import StageData, TrainConfig, cli_config, run_stage
@@ -18,10 +18,10 @@ from trainer.chat_data import chat_data
 from trainer.distributed import DistInfo
 
 # The seed run on one 24 GB GPU.
-REFERENCE = dict(init="out/pretrain.pth", epochs=2, batch_size=84, accumulation_steps=2, learning_rate=5e-4,
+REFERENCE = dict(epochs=2, batch_size=84, accumulation_steps=2, learning_rate=5e-4,
                  min_lr=5e-5, warmup_steps=100, max_seq_len=512, save_interval=1000, eval_interval=500)
 # The CPU demo after the pretraining demo: a few minutes on the built-in dialogues.
-DEMO = dict(init="out/pretrain.pth", epochs=1, max_steps=200, batch_size=16, accumulation_steps=1,
+DEMO = dict(epochs=1, max_steps=200, batch_size=16, accumulation_steps=1,
             learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=100, eval_interval=100,
             log_interval=5, eval_batches=10)
 
@@ -31,4 +31,4 @@ def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageD
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO), "sft", build_data)
+    run_stage(cli_config(__doc__, REFERENCE, DEMO, init_from="pretrain"), "sft", build_data)

@@ -4,8 +4,8 @@
     python sft_long.py --data_path data/sft_1024.jsonl   # your data
 
 Only three things differ from sft.py (both use trainer/chat_data.py): rows of
-1024 tokens, the demo's long dialogues, and the start, out/sft.pth. The
-weights go to out/sft_long.pth.
+1024 tokens, the demo's long dialogues, and the start, <out_dir>/sft.pth. The
+weights go to <out_dir>/sft_long.pth.
 """
 from tokenizer import SpongeTokenizer
 from trainer import StageData, TrainConfig, cli_config, run_stage
@@ -13,9 +13,9 @@ from trainer.chat_data import chat_data
 from trainer.distributed import DistInfo
 
 # The seed's long-SFT run on a 24 GB GPU: rows of 1024 need a smaller batch.
-REFERENCE = dict(init="out/sft.pth", epochs=2, batch_size=28, accumulation_steps=8, learning_rate=5e-4,
+REFERENCE = dict(epochs=2, batch_size=28, accumulation_steps=8, learning_rate=5e-4,
                  min_lr=5e-5, warmup_steps=100, max_seq_len=1024, save_interval=1000, eval_interval=500)
-DEMO = dict(init="out/sft.pth", epochs=1, max_steps=80, batch_size=4, accumulation_steps=1, max_seq_len=1024,
+DEMO = dict(epochs=1, max_steps=80, batch_size=4, accumulation_steps=1, max_seq_len=1024,
             learning_rate=5e-4, min_lr=5e-5, warmup_steps=10, save_interval=50, eval_interval=50,
             log_interval=5, eval_batches=5)
 
@@ -25,4 +25,4 @@ def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageD
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO), "sft_long", build_data)
+    run_stage(cli_config(__doc__, REFERENCE, DEMO, init_from="sft"), "sft_long", build_data)

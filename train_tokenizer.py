@@ -32,13 +32,14 @@ from tokenizer import load_tokenizer
 from tokenizer.hf_format import write_hf_dir
 from tokenizer.sample import Sample, sample_texts
 from tokenizer.train import compression, peak_rss_mb, train_bpe
+from trainer.cli import OneLineParser
 
 MIN_VOCAB = 256 + 7 + 1  # the byte alphabet, the special tokens, and at least one merge
 EXAMPLE = "python train_tokenizer.py --data_path data/pretrain.jsonl --out_dir out/tokenizer"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train SpongeBob's byte-level BPE tokenizer.",
+    p = OneLineParser(description="Train SpongeBob's byte-level BPE tokenizer.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_path", nargs="+",
                    help="files or folders of .jsonl/.json/.txt/.parquet/.csv text to train on")

@@ -185,6 +185,12 @@ def to_messages(record: Any, fmt: str) -> list[dict]:
     return messages
 
 
+def _is_plain_text(record: Any) -> bool:
+    """A pretraining record: one text field and nothing that could be a turn (MiniMind's {"text": ...})."""
+    return isinstance(record, dict) and isinstance(record.get("text"), str) and \
+        not {"conversations", "messages", "instruction", "question"} & set(record)
+
+
 def iter_conversations(path: str | Path, data_format: str | None = None,
                        skip: SkipStats | None = None) -> Iterator[tuple[str, list[dict]]]:
     """(where, messages) for every record of one file.
@@ -202,6 +208,9 @@ def iter_conversations(path: str | Path, data_format: str | None = None,
         try:
             found = detect_format(record)
             if fmt is None:
+                if found is None and _is_plain_text(record):
+                    raise DataError(f"{where}: this is pretraining text ({{\"text\": ...}} records, no turns); "
+                                    f"train on it with pretrain.py --data_path {path}")
                 if found is None:
                     keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
                     raise ChatFormatError(f"no known chat format ({', '.join(CHAT_FORMATS)}) fits this "

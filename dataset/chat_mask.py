@@ -1,4 +1,4 @@
-"""ChatML token ids and the SFT loss mask, built piece by piece.
+"""ChatML token ids and the SFT loss mask.
 
     <|im_start|>user\\n 你好 <|im_end|> \\n <|im_start|>assistant\\n 你好！ <|im_end|> \\n
     0 .........................................................  1 1 1 ... 1   0
@@ -9,29 +9,46 @@ system prompt, the user's turns, the role headers, or the newline after
 <|im_end|>. (The reference masks were off by one at both ends: they skipped the
 reply's first token and trained the token after the end marker.)
 
-Each piece (header, content, <|im_end|>, newline) is encoded on its own and
-the ids are concatenated, so the span boundaries are exact by construction. It
-is also the sequence the model meets at inference: the prompt ends with the
-encoded `<|im_start|>assistant\\n` and the reply's tokens follow it.
+The ids are those of the whole ChatML text encoded at once, exactly what
+`tok.apply_chat_template(messages, tokenize=True)` gives at inference. Encoding
+each piece on its own would differ where BPE glues characters across a piece
+border: a reply that starts with spaces ("assistant\\n" + "  hi" encodes as
+"\\n " + " hi"), or one made only of whitespace. The mask comes from the
+tokenizer's character offsets instead: a token is trained when any of its
+characters belongs to an assistant reply or its <|im_end|>, so no character of a
+reply goes untrained, even one that BPE merged with the header's newline.
 """
 from __future__ import annotations
 
 from model import IGNORE_INDEX
 from tokenizer import SpongeTokenizer
-from tokenizer.specials import IM_START
+from tokenizer.specials import IM_END, IM_START
+
+
+def render_with_spans(messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """The ChatML text of a conversation (as render_chat writes it) and the character
+    spans [start, end) of every assistant reply, its <|im_end|> included."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    at = 0
+    for message in messages:
+        header, body = f"{IM_START}{message['role']}\n", f"{message['content']}{IM_END}"
+        if message["role"] == "assistant":
+            spans.append((at + len(header), at + len(header) + len(body)))
+        parts += [header, body, "\n"]
+        at += len(header) + len(body) + 1
+    return "".join(parts), spans
 
 
 def tokenize_chat(messages: list[dict], tok: SpongeTokenizer) -> tuple[list[int], list[int]]:
     """(ids, mask) of a conversation in ChatML; mask[i] = 1 where ids[i] is trained."""
-    ids: list[int] = []
-    mask: list[int] = []
-    newline = tok.encode("\n")
-    for message in messages:
-        header = tok.encode(f"{IM_START}{message['role']}\n")
-        body = tok.encode(message["content"]) + [tok.im_end_id]
-        trained = 1 if message["role"] == "assistant" else 0
-        ids += header + body + newline
-        mask += [0] * len(header) + [trained] * len(body) + [0] * len(newline)
+    text, spans = render_with_spans(messages)
+    ids, offsets = tok.encode_with_offsets(text)
+    mask, s = [], 0
+    for start, end in offsets:
+        while s < len(spans) and spans[s][1] <= start:  # spans and tokens both run left to right
+            s += 1
+        mask.append(1 if s < len(spans) and start < spans[s][1] and end > spans[s][0] else 0)
     return ids, mask
 
 

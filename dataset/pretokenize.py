@@ -10,8 +10,9 @@ identity, the tokenizer's SHA-256 and the options (cache_key), so a rerun on
 unchanged data is instant and any change (a touched file, another tokenizer)
 makes a fresh directory.
 
-Each document goes to train or val by a seeded hash of its text (_is_val),
-then at least one document is moved to val when there are two or more.
+Each document goes to train or val by a seeded hash of its text (_is_val);
+then, if that left val below a floor (a few thousand tokens, a few documents:
+token_files.raise_val_floor), documents move to it from the end of train.
 
 Speed. BPE encoding is the slow part. Measured on real Chinese text (2-core
 Xeon, bench/bench_data.py): encoding runs at ~1.1 MB/s per core, against
@@ -48,10 +49,12 @@ from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 
 from .readers import DataError, SkipStats, expand_paths, iter_texts
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenFile, TokenizedCorpus,
-                          load_tokenized, move_last_doc, split_counts, write_json_atomic)
+                          VAL_FLOOR_DOCS, VAL_FLOOR_TOKENS, load_tokenized, move_last_doc, raise_val_floor,
+                          split_counts, write_json_atomic)
 
 __all__ = ["TokenFile", "TokenizedCorpus", "pretokenize", "load_tokenized", "cache_key", "DataError"]
 
+SPLIT_RULE = 2  # 2: the val floor (token_files.raise_val_floor); part of the cache key
 _BATCH_CHARS = 1 << 20  # text per encoding task: large enough that a task's overhead is noise
 
 
@@ -64,7 +67,8 @@ def source_identity(files: Sequence[Path]) -> list[list]:
 def cache_key(files: Sequence[Path], tokenizer_sha256: str, val_fraction: float, seed: int,
               text_field: str | None) -> str:
     """Hash of everything the output depends on."""
-    blob = json.dumps([FORMAT_VERSION, source_identity(files), tokenizer_sha256, val_fraction, seed, text_field])
+    blob = json.dumps([FORMAT_VERSION, SPLIT_RULE, source_identity(files), tokenizer_sha256, val_fraction, seed,
+                       text_field])
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
@@ -133,21 +137,19 @@ def _text_batches(texts: Iterator[tuple[str, str]], sizes: dict[str, int]) -> It
         yield batch, sum(sizes.values())
 
 
-def _balance_splits(dir: Path, val_fraction: float) -> dict:
-    """At least one val document whenever there are two or more (a small val_fraction
-    of a small corpus would give none), and never an empty train split."""
+def _balance_splits(dir: Path, val_fraction: float) -> tuple[dict, int]:
+    """Never an empty train split, and a val split of at least the floor (token_files.raise_val_floor):
+    a small val_fraction of a small corpus would hold out nothing, or one short document."""
     counts = split_counts(dir)
-    n_train, n_val = counts["train"]["n_docs"], counts["val"]["n_docs"]
-    if n_train == 0 and n_val > 0:
+    if counts["train"]["n_docs"] == 0 and counts["val"]["n_docs"] > 0:
         move_last_doc(dir, "val", "train")
-    elif val_fraction > 0 and n_val == 0 and n_train >= 2:
-        move_last_doc(dir, "train", "val")
-    return split_counts(dir)
+    moved = raise_val_floor(dir, val_fraction)
+    return split_counts(dir), moved
 
 
 def _build(files: list[Path], tokenizer, out: Path, val_fraction: float, text_field: str | None,
-           skip: SkipStats | None, seed: int, show_progress: bool) -> dict:
-    """Tokenize files into out/; returns the counts per split."""
+           skip: SkipStats | None, seed: int, show_progress: bool) -> tuple[dict, int]:
+    """Tokenize files into out/; returns the counts per split and the documents moved to val by its floor."""
     sizes = {str(f): f.stat().st_size for f in files}
     writers = {s: SplitWriter(out, s) for s in SPLITS}
     try:
@@ -177,7 +179,7 @@ def _make_meta(files: list[Path], tokenizer, out: Path, val_fraction: float, tex
     skip = SkipStats() if skip_bad else None
     input_bytes = sum(f.stat().st_size for f in files)
     start = time.perf_counter()
-    splits = _build(files, tokenizer, out, val_fraction, text_field, skip, seed, show_progress)
+    splits, floor_moved = _build(files, tokenizer, out, val_fraction, text_field, skip, seed, show_progress)
     skip = skip or SkipStats()
     identity = tokenizer.identity()
     return {
@@ -188,6 +190,7 @@ def _make_meta(files: list[Path], tokenizer, out: Path, val_fraction: float, tex
                       "vocab_size": identity["vocab_size"]},
         "endoftext_id": tokenizer.endoftext_id, "token_dtype": np.dtype(TOKEN_DTYPE).name,
         "val_fraction": val_fraction, "seed": seed, "text_field": text_field, "splits": splits,
+        "val_floor_moved": floor_moved,
         "skipped": {"total": skip.total, "counts": skip.counts, "examples": skip.examples,
                     "summary": skip.summary()},
         "input_bytes": input_bytes, "seconds": round(time.perf_counter() - start, 3),
@@ -285,10 +288,21 @@ def describe(corpus: TokenizedCorpus) -> str:
     for split in SPLITS:
         c = m["splits"][split]
         lines.append(f"  {split:>5}: {c['n_docs']:,} documents, {c['n_tokens']:,} tokens")
+    lines[-1] += held_out_note(m)
     speed = m["input_bytes"] / 1e6 / max(m["seconds"], 1e-9)
     lines.append(f"  built {m['created']} from {m['input_bytes'] / 1e6:.1f} MB in {m['seconds']:.1f} s "
                  f"({speed:.1f} MB/s); {m['skipped']['summary']}")
     return "\n".join(lines)
+
+
+def held_out_note(meta: dict) -> str:
+    """What the validation split is: the hashed --val_fraction, and what the floor added."""
+    note = f" held out for validation ({100 * meta['val_fraction']:g}% of the documents"
+    moved = meta.get("val_floor_moved", 0)
+    if moved:
+        note += f", plus {moved} from the end of train to reach the floor of {VAL_FLOOR_TOKENS:,} tokens " \
+                f"or {VAL_FLOOR_DOCS} documents"
+    return note + ")"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,17 +33,18 @@ from tqdm import tqdm
 from tokenizer import SpongeTokenizer
 from .chat_formats import ChatFormatError, iter_conversations
 from .chat_mask import tokenize_chat
-from .pretokenize import source_identity
+from .pretokenize import SPLIT_RULE, held_out_note, source_identity
 from .readers import DataError, SkipStats, expand_paths
 from .reasoning import normalise_reply
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenizedCorpus, load_tokenized,
-                          mask_path, split_counts, write_json_atomic)
+                          mask_path, move_last_doc, raise_val_floor, split_counts, write_json_atomic)
 
 TRUNCATION_POLICIES = ("drop", "truncate")
 
 
 def sft_cache_key(files: list[Path], tok: SpongeTokenizer, options: dict) -> str:
-    blob = json.dumps([source_identity(files), tok.identity()["sha256"], options, FORMAT_VERSION], sort_keys=True)
+    blob = json.dumps([source_identity(files), tok.identity()["sha256"], options, FORMAT_VERSION, SPLIT_RULE],
+                      sort_keys=True)
     return "sft-" + hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -74,9 +75,13 @@ def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, sk
     lengths = {"kept": 0, "dropped_too_long": 0, "truncated": 0, "dropped_no_reply_left": 0}
     writers = {s: SplitWriter(out, s) for s in SPLITS}
     masks = {s: open(mask_path(out, s), "wb") for s in SPLITS}
+    # disable=None: no bar when stderr is not a terminal (logs, tests); a bar per conversation,
+    # since one file can take hours.
+    bar = tqdm(desc="tokenizing chats", unit=" conv", disable=None if show_progress else True)
     try:
-        for path in tqdm(files, desc="tokenizing chats", unit=" file", disable=not show_progress):
+        for path in files:
             for where, messages in iter_conversations(path, options["data_format"], skip):
+                bar.update()
                 if options["reasoning"] and (messages := _reasoning_messages(messages, where, skip)) is None:
                     continue
                 ids, mask = tokenize_chat(messages, tok)
@@ -94,6 +99,7 @@ def _write(files: list[Path], tok: SpongeTokenizer, out: Path, options: dict, sk
                 writers[split].add(np.asarray(ids + [tok.endoftext_id]), np.asarray([len(ids) + 1]))
                 np.asarray(mask + [0], dtype=np.uint8).tofile(masks[split])
     finally:
+        bar.close()
         for s in SPLITS:
             writers[s].close()
             masks[s].close()
@@ -125,10 +131,13 @@ def pretokenize_chat(paths: Sequence[str | Path], tok: SpongeTokenizer, max_seq_
         if lengths["kept"] == 0:
             raise DataError(f"no usable conversation in {', '.join(map(str, paths))} "
                             f"({json.dumps(lengths)}; {skip.summary() if skip else 'no records'})")
+        if split_counts(build)["train"]["n_docs"] == 0:  # every conversation hashed to val
+            move_last_doc(build, "val", "train")
+        floor_moved = raise_val_floor(build, val_fraction)
         meta = {"format_version": FORMAT_VERSION, "kind": "sft", "sources": [str(f) for f in files],
                 "tokenizer_sha256": tok.identity()["sha256"], "endoftext_id": tok.endoftext_id,
                 "token_dtype": np.dtype(TOKEN_DTYPE).name, "options": options, "lengths": lengths,
-                "skipped": skip.summary() if skip else "skipped 0 bad records", "splits": split_counts(build),
+                "skipped": skip.summary() if skip else "skipped 0 bad records", "splits": split_counts(build), "val_floor_moved": floor_moved,
                 "seconds": round(time.time() - start, 2)}
         write_json_atomic(build / "meta.json", meta)  # last: marks the folder complete
         shutil.rmtree(final, ignore_errors=True)
@@ -139,8 +148,10 @@ def pretokenize_chat(paths: Sequence[str | Path], tok: SpongeTokenizer, max_seq_
 
 
 def describe_chat(corpus: TokenizedCorpus) -> str:
-    m, lengths = corpus.meta, corpus.meta["lengths"]
-    return (f"{corpus.dir}: {m['splits']['train']['n_docs']:,} train / {m['splits']['val']['n_docs']:,} val "
-            f"conversations, {m['splits']['train']['n_tokens']:,} train tokens; over-long "
+    m, lengths, splits = corpus.meta, corpus.meta["lengths"], corpus.meta["splits"]
+    held_out = held_out_note({"val_fraction": m["options"]["val_fraction"],
+                              "val_floor_moved": m.get("val_floor_moved", 0)})
+    return (f"{corpus.dir}: {splits['train']['n_docs']:,} train conversations ({splits['train']['n_tokens']:,} "
+            f"tokens), {splits['val']['n_docs']:,} ({splits['val']['n_tokens']:,} tokens){held_out}; over-long "
             f"(> {m['options']['max_seq_len']} tokens): {lengths['dropped_too_long']} dropped, "
             f"{lengths['truncated']} truncated ({m['options']['truncation']}); {m['skipped']}")

@@ -26,9 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
-from tokenizer.specials import IM_START, THINK
+from tokenizer.specials import THINK
 
 from .chat_formats import CHAT_FORMATS, detect_format, iter_conversations
+from .chat_mask import render_with_spans
 from .readers import DataError, SkipStats, iter_records, iter_texts
 
 BATCH = 512  # records tokenized per encode_batch call
@@ -75,25 +76,19 @@ class _Counter:
         self.tok, self.chat = tok, chat
         self.lengths = array("I")  # 4 bytes a record: fine for tens of millions of records
         self.chars = self.think = 0
-        # A ChatML turn costs its header, its content, <|im_end|> and a newline
-        # (see chat_mask.tokenize_chat); only the content varies, so only it is encoded.
-        self.newline = len(tok.encode("\n"))
-        self.headers: dict[str, int] = {}
-
-    def _overhead(self, role: str) -> int:
-        if role not in self.headers:
-            self.headers[role] = len(self.tok.encode(f"{IM_START}{role}\n")) + 1 + self.newline
-        return self.headers[role]
 
     def add(self, batch: list[list[str]]) -> None:
-        texts = [t for item in batch for t in (item[1::2] if self.chat else item)]
+        # A conversation is counted as training sees it: its whole ChatML text encoded at
+        # once (chat_mask.tokenize_chat), not piece by piece, which can differ by a token.
+        if self.chat:
+            texts = [render_with_spans([{"role": r, "content": c} for r, c in zip(item[0::2], item[1::2])])[0]
+                     for item in batch]
+        else:
+            texts = [t for item in batch for t in item]
         counts = iter([len(ids) for ids in self.tok.encode_batch(texts)])
         for item in batch:
             contents = item[1::2] if self.chat else item
-            n = sum(next(counts) for _ in contents)
-            if self.chat:
-                n += sum(self._overhead(role) for role in item[0::2])
-            self.lengths.append(n)
+            self.lengths.append(next(counts) if self.chat else sum(next(counts) for _ in contents))
             self.chars += sum(len(c) for c in contents)
             self.think += any(THINK in c for c in contents)
 

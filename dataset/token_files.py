@@ -144,17 +144,58 @@ def split_counts(dir: Path) -> dict:
                 "n_tokens": tokens_path(dir, s).stat().st_size // _ITEM} for s in SPLITS}
 
 
+def move_last_docs(dir: Path, src: str, dst: str, count: int = 1) -> None:
+    """Move the last `count` documents of split src, in order, to the end of split dst
+    (both files closed), their loss mask too when the splits have one."""
+    if count < 1:
+        return
+    src_starts, dst_starts = np.load(docs_path(dir, src)), np.load(docs_path(dir, dst))
+    first = int(src_starts[-count])
+    dst_len = tokens_path(dir, dst).stat().st_size // _ITEM
+    for path, item in ((tokens_path, _ITEM), (mask_path, 1)):
+        if not path(dir, src).exists():
+            continue
+        with open(path(dir, src), "rb") as f:
+            f.seek(first * item)
+            tail = f.read()  # only the moved documents: a few thousand tokens
+        os.truncate(path(dir, src), first * item)
+        with open(path(dir, dst), "ab") as f:
+            f.write(tail)
+    np.save(docs_path(dir, src), src_starts[:-count])
+    moved = (src_starts[-count:] - first + dst_len).astype(np.int64)
+    np.save(docs_path(dir, dst), np.concatenate([dst_starts.astype(np.int64), moved]))
+
+
 def move_last_doc(dir: Path, src: str, dst: str) -> None:
     """Move the last document of split src to the end of split dst (both files closed)."""
-    src_starts, dst_starts = np.load(docs_path(dir, src)), np.load(docs_path(dir, dst))
-    cut = int(src_starts[-1]) * _ITEM
-    doc = np.fromfile(tokens_path(dir, src), dtype=TOKEN_DTYPE, offset=cut)
-    os.truncate(tokens_path(dir, src), cut)
-    dst_len = tokens_path(dir, dst).stat().st_size // _ITEM
-    with open(tokens_path(dir, dst), "ab") as f:
-        doc.tofile(f)
-    np.save(docs_path(dir, src), src_starts[:-1])
-    np.save(docs_path(dir, dst), np.append(dst_starts, dst_len).astype(np.int64))
+    move_last_docs(dir, src, dst, 1)
+
+
+# The validation split's floor. A 1% hold-out of a small corpus can be one short
+# document, whose loss says nothing; so val is topped up from the end of train to
+# at least this much, but never past VAL_FLOOR_SHARE of all tokens.
+VAL_FLOOR_TOKENS = 8192
+VAL_FLOOR_DOCS = 8
+VAL_FLOOR_SHARE = 0.1
+
+
+def raise_val_floor(dir: Path, val_fraction: float) -> int:
+    """Move documents from the end of train to val until val reaches the floor (or the
+    share cap); returns how many moved. val_fraction 0 means no validation: nothing moves."""
+    counts = split_counts(dir)
+    train, val = counts["train"], counts["val"]
+    if val_fraction <= 0 or train["n_docs"] < 2:
+        return 0
+    starts = np.load(docs_path(dir, "train"))
+    lengths = np.diff(np.append(starts, train["n_tokens"]))[::-1]  # last document first
+    cap = VAL_FLOOR_SHARE * (train["n_tokens"] + val["n_tokens"])
+    moved, tokens, docs = 0, val["n_tokens"], val["n_docs"]
+    while moved < train["n_docs"] - 1 and (tokens < VAL_FLOOR_TOKENS or docs < VAL_FLOOR_DOCS):
+        if docs and tokens + lengths[moved] > cap:
+            break  # the cap binds once val has a document: one is always held out
+        tokens, docs, moved = tokens + int(lengths[moved]), docs + 1, moved + 1
+    move_last_docs(dir, "train", "val", moved)
+    return moved
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

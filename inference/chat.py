@@ -27,9 +27,17 @@ from .streaming import stream_text
 from .think_split import THINK, ThinkSplitter, split_reasoning
 
 CHAT_MARKER = "你> "
-CLEAR_COMMAND, EXIT_COMMANDS = "/clear", ("/exit", "/quit")
+# The same commands in every mode, typed or piped; any other line is a prompt.
+COMMANDS = {"/help": "help", "/?": "help", "/clear": "clear", "/exit": "exit", "/quit": "exit"}
 CHAT_HELP = "type a message and press Enter; /clear forgets the conversation, /exit or Ctrl-D quits, " \
-            "Ctrl-C stops a reply"
+            "Ctrl-C stops a reply, /help shows this"
+TEXT_HELP = "type a prompt and press Enter; /exit or Ctrl-D quits, Ctrl-C stops a generation, /help shows this " \
+            "(mode 0 keeps no history, so there is nothing to /clear)"
+
+
+def command(line: str) -> str | None:
+    """"help", "clear" or "exit" when the line is one of the commands, else None (a prompt)."""
+    return COMMANDS.get(line.strip().lower())
 
 
 class ChatTokenizer(Protocol):
@@ -167,9 +175,13 @@ def chat_loop(session: ChatSession, out: TextIO, read_line: Callable[[str], str]
             return
         if not line:
             continue
-        if line in EXIT_COMMANDS:
+        action = command(line)
+        if action == "exit":
             return
-        if line == CLEAR_COMMAND:
+        if action == "help":
+            print(CHAT_HELP, file=sys.stderr)
+            continue
+        if action == "clear":
             session.clear()
             out.write("(conversation cleared)\n")
             continue

@@ -1,7 +1,8 @@
-"""Which checkpoint each eval/serve mode loads, and loading it with its tokenizer.
+"""Which checkpoint each eval/serve/export mode loads, and loading it with its tokenizer.
 
-eval_model.py and serve.py both pick a stage's model by --model_mode (or a --ckpt
-path); this is the one place that knows the modes, so neither script imports the other.
+eval_model.py, serve.py and export.py pick a stage's model by --model_mode inside
+--out_dir (the folder the stages wrote, `out` by default), or take a --ckpt path;
+this is the one place that knows the modes, so no script imports another.
 """
 from __future__ import annotations
 
@@ -13,29 +14,40 @@ import torch
 
 from model import CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
+from trainer.cli import relative_note
 from trainer.device import pick_device
 
-# mode -> (stage, the checkpoint that stage's script writes)
+# mode -> (stage, the checkpoint that stage's script writes, relative to its --out_dir)
 MODEL_MODES: dict[int, tuple[str, str]] = {
-    0: ("pretrain", "out/pretrain.pth"),
-    1: ("sft", "out/sft.pth"),
-    2: ("distill", "out/distill.pth"),
-    3: ("sft_long", "out/sft_long.pth"),
+    0: ("pretrain", "pretrain.pth"),
+    1: ("sft", "sft.pth"),
+    2: ("distill", "distill.pth"),
+    3: ("sft_long", "sft_long.pth"),
 }
 STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "distill": "distill.py", "sft_long": "sft_long.py"}
+MODES_HELP = "0 pretrain (continue text), 1 sft, 2 distill (thinks), 3 sft_long"
 
 
 class UserError(Exception):
     """Something the user can fix; printed as one line, exit status 2."""
 
 
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    """--ckpt, or the checkpoint that --model_mode's stage writes in --out_dir."""
+    if args.ckpt:
+        return Path(args.ckpt)
+    return Path(args.out_dir) / MODEL_MODES[args.model_mode][1]
+
+
 def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.device]:
-    """The model and tokenizer for args (model_mode, ckpt, device), with a one-line description on stderr."""
-    stage, default_path = MODEL_MODES[args.model_mode]
-    path = Path(args.ckpt or default_path)
+    """The model and tokenizer for args (model_mode, ckpt, out_dir, device), with a one-line
+    description on stderr, and a warning when a chat mode gets a model that never saw a chat."""
+    stage = MODEL_MODES[args.model_mode][0]
+    path = checkpoint_path(args)
     if not path.is_file():
-        how = "check the path" if args.ckpt else f"run python {STAGE_SCRIPTS[stage]} first, or pass --ckpt"
-        raise UserError(f"{path} not found: {how}")
+        out_dir = f" --out_dir {args.out_dir}" if args.out_dir != "out" else ""
+        how = "check the path" if args.ckpt else f"run python {STAGE_SCRIPTS[stage]}{out_dir} first, or pass --ckpt"
+        raise UserError(f"{path} not found{relative_note(path)}: {how}")
     try:
         device = pick_device(args.device)
     except ValueError as e:  # a known device that this machine does not have
@@ -50,4 +62,7 @@ def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.de
     trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
     print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
           f"device {device}", file=sys.stderr)
+    if args.model_mode != 0 and meta.get("stage") == "pretrain":
+        print(f"warning: {path} is a pretrained model that has never seen a chat; expect it to continue the "
+              f"text rather than answer (fine-tune it with sft.py, or use --model_mode 0)", file=sys.stderr)
     return model, tok, device

@@ -20,16 +20,17 @@ class CharTokenizer:
     im_end_id = 2
 
     def encode(self, text: str) -> list[int]:
-        ids, i = [], 0
+        return self.encode_with_offsets(text)[0]
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        ids, offsets, i = [], [], 0
         while i < len(text):
             special = next((s for s in SPECIAL_TOKENS if text.startswith(s, i)), None)
-            if special:
-                ids.append(SPECIAL_TOKENS.index(special))
-                i += len(special)
-            else:
-                ids.append(1000 + ord(text[i]))
-                i += 1
-        return ids
+            width = len(special) if special else 1
+            ids.append(SPECIAL_TOKENS.index(special) if special else 1000 + ord(text[i]))
+            offsets.append((i, i + width))
+            i += width
+        return ids, offsets
 
 
 def expected(segments):

@@ -127,8 +127,9 @@ def test_distill_cli_from_sft_long_and_with_a_teacher(tmp_path):
     out = run("distill.py", ["--data_path", data, "--max_seq_len", "128", *TINY], tmp_path)
     assert "from out/sft_long.pth" in out and "tag weight 10" in out
     assert read_checkpoint(tmp_path / "out" / "distill.pth")["meta"]["stage"] == "distill"
+    # Another --out_dir starts from its own sft_long.pth unless --init says otherwise.
     run("distill.py", ["--data_path", data, "--max_seq_len", "128", "--teacher", "out/sft_long.pth",
-                       "--kd_alpha", "0.7", "--out_dir", "kd", *TINY[:-2]], tmp_path)
+                       "--init", "out/sft_long.pth", "--kd_alpha", "0.7", "--out_dir", "kd", *TINY[:-2]], tmp_path)
     assert (tmp_path / "kd" / "distill.pth").is_file()
 
 
@@ -155,7 +156,8 @@ def test_missing_teacher_is_one_line(tmp_path):
     (tmp_path / "out").mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO))
     done = subprocess.run([sys.executable, str(REPO / "distill.py"), "--data_path", str(r1_file(tmp_path / "r.jsonl")),
-                           "--init", "", "--preset", "spongebob-tiny", "--teacher", "nope.pth", *TINY],
+                           "--init", "", "--preset", "spongebob-tiny", "--max_seq_len", "128", "--teacher", "nope.pth",
+                           *TINY],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: nope.pth")

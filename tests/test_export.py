@@ -82,7 +82,7 @@ def hf_exports(tmp_path_factory, ckpts):
     exports = {}
     for tied, (ours, ckpt) in ckpts.items():
         out_dir = root / "export" / f"tiny-{tied}-hf"
-        assert export.main(["--ckpt", str(ckpt), "--format", "hf", "--out_dir", str(out_dir)]) == 0
+        assert export.main(["--ckpt", str(ckpt), "--format", "hf", "--export_dir", str(out_dir)]) == 0
         hf, info, warnings = load_hf(out_dir)
         exports[tied] = {"dir": out_dir, "ours": ours, "hf": hf, "info": info, "warnings": warnings,
                          "tok": transformers.AutoTokenizer.from_pretrained(out_dir)}
@@ -203,7 +203,7 @@ def test_bad_checkpoint_is_one_line_and_leaves_nothing(tmp_path, capsys, ckpts, 
     out = tmp_path / "out"
     out.mkdir()
     target = out / ("x-hf" if fmt == "hf" else "x.gguf")
-    flag = "--out_dir" if fmt == "hf" else "--out_file"
+    flag = "--export_dir" if fmt == "hf" else "--out_file"
     code, stdout, err = run_export(capsys, "--ckpt", bad, "--format", fmt, flag, target)
     assert code == 2 and stdout == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
@@ -220,7 +220,7 @@ def test_a_failure_while_writing_leaves_nothing(tmp_path, capsys, ckpts, monkeyp
 
     monkeypatch.setattr(export, "write_hf_export" if fmt == "hf" else "write_gguf", half_written)
     target = tmp_path / ("x-hf" if fmt == "hf" else "x.gguf")
-    flag = "--out_dir" if fmt == "hf" else "--out_file"
+    flag = "--export_dir" if fmt == "hf" else "--out_file"
     code, _, err = run_export(capsys, "--ckpt", ckpts[False][1], "--format", fmt, flag, target)
     assert code == 2 and err == f"error: {target}: could not write (No space left on device)\n"
     assert list(tmp_path.iterdir()) == []
@@ -236,21 +236,21 @@ def test_existing_output_needs_overwrite_and_only_replaces_an_export(tmp_path, c
     assert gguf_file.read_bytes()[:4] == b"GGUF"
 
     hf_dir = tmp_path / "hf"
-    assert run_export(capsys, "--ckpt", ckpt, "--out_dir", hf_dir)[0] == 0
+    assert run_export(capsys, "--ckpt", ckpt, "--export_dir", hf_dir)[0] == 0
     (hf_dir / "stale.txt").write_text("from an older export")
-    assert run_export(capsys, "--ckpt", ckpt, "--out_dir", hf_dir, "--overwrite")[0] == 0
+    assert run_export(capsys, "--ckpt", ckpt, "--export_dir", hf_dir, "--overwrite")[0] == 0
     assert not (hf_dir / "stale.txt").exists() and (hf_dir / "model.safetensors").is_file()
 
     precious = tmp_path / "mine"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    code, _, err = run_export(capsys, "--ckpt", ckpt, "--out_dir", precious, "--overwrite")
+    code, _, err = run_export(capsys, "--ckpt", ckpt, "--export_dir", precious, "--overwrite")
     assert code == 2 and "refusing to replace it" in err
     assert (precious / "notes.txt").read_text() == "keep me"
     assert leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("argv", [["--out_file", "x.gguf"], ["--format", "gguf", "--out_dir", "d"], ["--dtype", "f16"]])
+@pytest.mark.parametrize("argv", [["--out_file", "x.gguf"], ["--format", "gguf", "--export_dir", "d"], ["--dtype", "f16"]])
 def test_flags_for_the_other_format_are_refused(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         export.main(["--ckpt", "x.pth"] + argv)

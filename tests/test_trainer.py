@@ -165,10 +165,10 @@ def test_lr_warms_up_to_exactly_the_peak_then_decays_to_min():
 def test_unknown_flag_and_config_key_suggest_the_closest(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_config(["--learning_rat", "1e-3"], "test")
-    assert "did you mean 'learning_rate'" in capsys.readouterr().err
+    assert capsys.readouterr().err == "error: unknown option --learning_rat (did you mean --learning_rate?)\n"
     bad = tmp_path / "c.yaml"
     bad.write_text("batch_sise: 8\n")
-    with pytest.raises(ConfigError, match="unknown option 'batch_sise' \\(did you mean 'batch_size'\\?\\)"):
+    with pytest.raises(ConfigError, match="unknown key 'batch_sise' \\(did you mean 'batch_size'\\?\\)"):
         parse_config(["--config", str(bad)], "test")
 
 

@@ -57,6 +57,12 @@ class SpongeTokenizer:
         """Token ids of text. Nothing is added; special tokens written in the text become their ids."""
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """encode() plus each token's character span [start, end) in text (a character split over
+        several byte-level tokens gives each of them that character's span)."""
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        return encoding.ids, encoding.offsets
+
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """encode() over many texts, in parallel threads (much faster for data preparation)."""
         return [enc.ids for enc in self._tok.encode_batch(list(texts), add_special_tokens=False)]

@@ -12,11 +12,12 @@ same way, shown only by that stage's --help.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from .cli import OneLineParser, suggest
 
 
 def _f(default: Any, help: str, **extra: Any) -> Any:
@@ -39,7 +40,19 @@ class TrainConfig:
     max_seq_len: int = _f(512, "tokens per training row")
     # model
     preset: str = _f("spongebob-29m", "model preset for a model trained from scratch")
-    init: str = _f("", "checkpoint to start from, its config included; empty = a new model from --preset")
+    init: str = _f("", "checkpoint to start from, its config included; empty = a new model from --preset "
+                       "(pretrain) or the previous stage's weights in --out_dir (the later stages)")
+    # The model's shape, with MiniMind's / Hugging Face's names; 0 (or unset) = the preset's.
+    hidden_size: int = _f(0, "from scratch: width of the residual stream (0 = the preset's)")
+    num_hidden_layers: int = _f(0, "from scratch: number of decoder layers (0 = the preset's)")
+    num_attention_heads: int = _f(0, "from scratch: query heads; must divide --hidden_size (0 = the preset's)")
+    num_key_value_heads: int = _f(0, "from scratch: key/value heads (GQA); must divide the query heads "
+                                     "(0 = the preset's)")
+    intermediate_size: int = _f(0, "from scratch: SwiGLU inner width (0 = the preset's, or 8/3 x hidden_size "
+                                   "rounded up to 64 when --hidden_size is set)")
+    max_position_embeddings: int = _f(0, "from scratch: longest context the model supports (0 = the preset's)")
+    tie_word_embeddings: bool | None = _f(None, "from scratch: share the embedding with the output head "
+                                                "(unset = the preset's)")
     # schedule
     epochs: int = _f(2, "passes over the training data")
     max_steps: int = _f(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap)")
@@ -79,11 +92,6 @@ class ConfigError(ValueError):
     """A bad flag, key or value; the message is one line."""
 
 
-def did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -109,22 +117,19 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
     """One flag per TrainConfig field, its help ending with the stage's default
     (and the demo's, where it differs). argparse's own defaults are suppressed
     so that we can tell which flags were given: they must win over a config file."""
-    parser = argparse.ArgumentParser(description=description, allow_abbrev=False,
-                                     argument_default=argparse.SUPPRESS,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, argument_default=argparse.SUPPRESS,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults, demo_defaults = defaults or {}, demo_defaults or {}
     for f in fields(config_cls):
         flag, help_text = f"--{f.name}", f.metadata["help"]
-        # Annotations are strings here (postponed evaluation) but real types in a
-        # subclass from a module without it: compare them by name.
-        kind = f.type if isinstance(f.type, str) else str(f.type) if "[" in str(f.type) else f.type.__name__
+        kind = _kind(f)
         if f.name != "config":
             default = defaults.get(f.name, field_default(f.name, config_cls))
             help_text += f" (default: {_shown(default)}"
             if f.name in demo_defaults and demo_defaults[f.name] != default:
                 help_text += f"; demo: {_shown(demo_defaults[f.name])}"
             help_text = help_text.replace("%", "%%") + ")"
-        if kind == "bool":
+        if kind in ("bool", "bool | None"):
             # `--use_wandb` alone means true; `--use_wandb false` turns it off
             # (the reference's type=bool flag could never be switched off).
             parser.add_argument(flag, nargs="?", const=True, type=_parse_bool, help=help_text)
@@ -137,9 +142,26 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
     return parser
 
 
+def _kind(f: Any) -> str:
+    # Annotations are strings here (postponed evaluation) but real types in a
+    # subclass from a module without it: compare them by name.
+    return f.type if isinstance(f.type, str) else str(f.type) if "[" in str(f.type) else f.type.__name__
+
+
+def _file_value_error(key: str, value: Any, kind: str) -> str | None:
+    """Why a config-file value cannot be this field's, or None. YAML already typed it."""
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool), "bool | None": lambda v: v is None or isinstance(v, bool),
+          "str": lambda v: isinstance(v, str),
+          "list[str]": lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+          "list[float]": lambda v: isinstance(v, (str, list))}.get(kind, lambda v: True)
+    return None if ok(value) else f"{key}: expected {kind.replace(' | None', '')}, got {value!r}"
+
+
 def read_config_file(path: str, config_cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
-    """Options from a YAML or JSON file, keys checked against the known fields."""
-    names = [f.name for f in fields(config_cls)]
+    """Options from a YAML or JSON file, every key and value checked, all problems in one line."""
+    kinds = {f.name: _kind(f) for f in fields(config_cls)}
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -154,9 +176,15 @@ def read_config_file(path: str, config_cls: type[TrainConfig] = TrainConfig) -> 
         raise ConfigError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value")
-    for key in values:
-        if key not in names:
-            raise ConfigError(f"{path}: unknown option '{key}'{did_you_mean(key, names)}")
+    problems = []
+    for key, value in values.items():
+        if key not in kinds:
+            hint = suggest(str(key).replace("-", "_"), list(kinds))
+            problems.append(f"unknown key '{key}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+        elif (why := _file_value_error(key, value, kinds[key])) is not None:
+            problems.append(why)
+    if problems:  # every bad key at once, not one per run
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     if isinstance(values.get("save_at_epochs"), str):
         values["save_at_epochs"] = _parse_floats(values["save_at_epochs"])
     if isinstance(values.get("data_path"), str):
@@ -164,26 +192,37 @@ def read_config_file(path: str, config_cls: type[TrainConfig] = TrainConfig) -> 
     return values
 
 
+# The model-shape options: they build a new model, so they cannot go with --init.
+SHAPE_OPTIONS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings", "tie_word_embeddings")
+
+
 def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[str, Any] | None = None,
                  demo_defaults: dict[str, Any] | None = None,
-                 config_cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
-    """Layer defaults, the optional config file and the flags into a TrainConfig (or config_cls)."""
+                 config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None) -> TrainConfig:
+    """Layer defaults, the optional config file and the flags into a TrainConfig (or config_cls).
+
+    init_from names the previous stage: with no --init, the run starts from its weights in
+    the same --out_dir (<out_dir>/<init_from>.pth), so stages chain under any --out_dir."""
+    stage_defaults = dict(stage_defaults or {})
+    if init_from:
+        stage_defaults.setdefault("init", f"<out_dir>/{init_from}.pth")  # shown by --help
     parser = build_parser(description, stage_defaults, demo_defaults, config_cls)
-    names = [f.name for f in fields(config_cls)]
-    given, unknown = parser.parse_known_args(argv)
-    for arg in unknown:
-        if arg.startswith("-"):
-            name = arg.lstrip("-").split("=")[0]
-            parser.error(f"unknown flag '{arg}'{did_you_mean(name, names)}")
-        parser.error(f"unexpected argument '{arg}'")
-    given = vars(given)
+    given = vars(parser.parse_args(argv))
     from_file = read_config_file(given["config"], config_cls) if given.get("config") else {}
     chosen = {**from_file, **given}
 
-    values: dict[str, Any] = dict(stage_defaults or {})
+    values: dict[str, Any] = dict(stage_defaults)
     if demo_defaults and not chosen.get("data_path", values.get("data_path")):
         values.update(demo_defaults)
     values.update(chosen)
+    if init_from and values.get("init", "").startswith("<out_dir>/"):
+        values["init"] = str(Path(values.get("out_dir", field_default("out_dir"))) / f"{init_from}.pth")
+    if values.get("init"):
+        shaped = [k for k in SHAPE_OPTIONS if k in chosen]
+        if shaped:
+            raise ConfigError(f"--{shaped[0]}: the model's shape comes from --init {values['init']}; drop "
+                              f"--{shaped[0]}, or train a new model of that shape with pretrain.py")
     try:
         return config_cls(**values)
     except TypeError as e:

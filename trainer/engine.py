@@ -84,6 +84,8 @@ class Trainer:
         self.last_saved: str | None = None
         self.spikes = SpikeDetector()
         self._stop_requested = False
+        # Called once with the first step's seconds (run.py prints how long the plan will take).
+        self.after_first_step: Callable[[float], None] | None = None
         resume_state = self._resume() if cfg.resume else None
 
         # Compile and wrap only after any resumed weights are in place.
@@ -224,7 +226,11 @@ class Trainer:
                 loss, grad_norm, tokens = self._guarded_step(micro_batches, lr)
                 self.step += 1
                 self.tokens_seen += tokens
-                tok_per_s = tokens / max(time.perf_counter() - timer, 1e-9)
+                seconds = time.perf_counter() - timer
+                tok_per_s = tokens / max(seconds, 1e-9)
+                if self.after_first_step is not None:
+                    self.after_first_step(seconds)
+                    self.after_first_step = None
                 val_loss = self._after_step(bar, loss, lr, grad_norm, tok_per_s)
                 if self._stop_requested:
                     self.save(val_loss)

@@ -11,21 +11,24 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from model import CheckpointError, SpongeBob, get_preset, load_model
+from model import SpongeBob, load_model
 from tokenizer import SpongeTokenizer, load_tokenizer
-from .checkpoints import RunPaths
+from .checkpoints import RunPaths, list_states
+from .checks import check_config, check_init_file, check_out_dir, check_seq_len, model_config
+from .cli import shown_path
 from .config import ConfigError, TrainConfig, config_dict, parse_config
 from .device import pick_device, pick_dtype
 from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
 from .engine import LossFn, Trainer, TrainingError, default_loss
+from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
 
 
 @dataclass
@@ -43,38 +46,46 @@ LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device], LossFn | No
 
 
 def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
-               config_cls: type[TrainConfig] = TrainConfig) -> TrainConfig:
-    """parse_config over sys.argv; a bad config file is one line and exit 2."""
+               config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None) -> TrainConfig:
+    """parse_config over sys.argv; a bad flag or config file is one line and exit 2.
+    init_from: the previous stage, whose <out_dir>/<stage>.pth is the default --init."""
     try:
-        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls)
+        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls, init_from)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def check_out_dir(out_dir: str) -> None:
-    """Fail before training, not at the first save an hour later."""
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir):
-            pass
-    except OSError as e:
-        raise ValueError(f"--out_dir {out_dir}: not writable ({e.strerror or e})") from None
-
-
 def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
-    """The stage's starting model: --init if given, else a fresh --preset."""
+    """The stage's starting model: --init if given, else a fresh --preset with the shape flags over it."""
     if cfg.init:
-        if not Path(cfg.init).is_file():
-            raise CheckpointError(f"{cfg.init}: checkpoint not found (run the previous stage first, or pass --init)")
+        check_init_file(cfg.init)
         model, _ = load_model(cfg.init, tokenizer=tok)
+        check_seq_len(cfg, model.config, f"--init {cfg.init}")
         return model.train()
-    config = get_preset(cfg.preset)
-    if config.vocab_size != tok.vocab_size:
-        raise ValueError(f"preset {cfg.preset} has vocab_size {config.vocab_size} but the tokenizer has "
-                         f"{tok.vocab_size} tokens")
+    config = model_config(cfg, tok.vocab_size)
+    check_seq_len(cfg, config, "the model (--max_position_embeddings)")
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     return SpongeBob(config)
+
+
+def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: torch.dtype,
+               dist: DistInfo) -> None:
+    """Lower the micro-batch (raising accumulation: same rows per step, same gradient) when a step's
+    estimated peak memory would not fit this machine; one line says what changed and why."""
+    plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
+                     cfg.max_seq_len, dtype, available_bytes(device, local_world_size()))
+    if plan.changed and dist.is_main:
+        print(f"memory: --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len} would need about "
+              f"{gb(estimate_for(cfg, model, dtype))} on {device} where {gb(plan.available)} is free: running "
+              f"micro-batches of {plan.batch_size} with --accumulation_steps {plan.accumulation_steps} instead "
+              f"(about {gb(plan.estimate)}; the same {cfg.batch_size * cfg.accumulation_steps} rows and the same "
+              "gradient per step)")
+    cfg.batch_size, cfg.accumulation_steps = plan.batch_size, plan.accumulation_steps
+
+
+def estimate_for(cfg: TrainConfig, model: SpongeBob, dtype: torch.dtype) -> float:
+    return estimate_peak_bytes(model.config, model.num_parameters(), cfg.batch_size, cfg.max_seq_len, dtype)
 
 
 def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, trainer: Trainer,
@@ -82,38 +93,73 @@ def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, tr
     c = model.config
     start = f"from {cfg.init}" if cfg.init else f"preset {cfg.preset}, from scratch"
     rows = cfg.batch_size * cfg.accumulation_steps * dist.world_size
+    planned = cfg.epochs * trainer.steps_per_epoch
+    if cfg.max_steps and cfg.max_steps < planned:
+        length = f"capped by --max_steps {cfg.max_steps}; {cfg.epochs} epoch(s) would be {planned}"
+    else:
+        length = f"--epochs {cfg.epochs} x {trainer.steps_per_epoch} per epoch"
     return "\n".join([
-        f"[{stage}] model: {model.num_parameters():,} params ({start}; dim {c.dim}, {c.n_layers} layers)",
+        f"[{stage}] model: {model.num_parameters():,} params ({start}; dim {c.dim}, {c.n_layers} layers, "
+        f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim})",
         f"[{stage}] data: {data.description}",
         f"[{stage}] device {device}, dtype {str(dtype).replace('torch.', '')}, {dist.world_size} process(es)"
         f"{', compiled' if cfg.compile else ''}",
         f"[{stage}] batch {cfg.batch_size} x accumulation {cfg.accumulation_steps} x {dist.world_size} = "
-        f"{rows} rows of {cfg.max_seq_len} tokens per step; {trainer.total_steps} steps "
-        f"({trainer.steps_per_epoch} per epoch, epochs {cfg.epochs}"
-        f"{f', capped by --max_steps {cfg.max_steps}' if cfg.max_steps else ''}); "
+        f"{rows} rows of {cfg.max_seq_len} tokens per step; {trainer.total_steps} steps ({length}); "
         f"lr {cfg.learning_rate:g} -> {cfg.min_lr:g}, warmup {cfg.warmup_steps}",
     ])
 
 
+def warnings_for(cfg: TrainConfig, trainer: Trainer, device: torch.device) -> list[str]:
+    """Plans that run but are probably not what the user meant."""
+    notes = []
+    if cfg.warmup_steps >= trainer.total_steps:
+        notes.append(f"warning: --warmup_steps {cfg.warmup_steps} is not below the {trainer.total_steps} steps "
+                     f"planned, so the lr never reaches --learning_rate {cfg.learning_rate:g}; lower --warmup_steps")
+    if cfg.data_path and device.type == "cpu":
+        notes.append("note: on a CPU, the defaults are the seed's GPU reference run (the spongebob-29m model, "
+                     "84 x 2 rows of 512 per step); the time this plan takes is printed after the first step. "
+                     "For a CPU-sized run: --preset spongebob-demo --max_seq_len 256 --batch_size 16 "
+                     "--accumulation_steps 1 --learning_rate 2e-3")
+    return notes
+
+
+def plan_time(trainer: Trainer, step_seconds: float) -> str:
+    total = step_seconds * (trainer.total_steps - trainer.step)
+    hours, rest = divmod(int(total), 3600)
+    return (f"measured: {step_seconds:.1f} s per step, so the remaining {trainer.total_steps - trainer.step:,} steps "
+            f"take about {hours} h {rest // 60} min on this {trainer.device.type}")
+
+
 def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None) -> None:
+    # Everything that needs no data first: a typo must not cost the minutes of tokenizing.
+    check_config(cfg)
     device = pick_device(cfg.device)
     dist = init_distributed(device)
     device = local_device(device, dist)
     dtype = pick_dtype(cfg.dtype, device)
     tok = load_tokenizer()
+    paths = RunPaths(Path(cfg.out_dir), stage)
+    check_out_dir(cfg.out_dir)
+    if cfg.resume and not list_states(paths):
+        raise ValueError(f"--resume: no saved training state in {shown_path(paths.state_dir)}; "
+                         "run once without --resume first")
+    model = build_model(cfg, tok)
+    fit_memory(cfg, model, device, dtype, dist)
+    loss_fn = (build_loss(cfg, tok, device) if build_loss else None) or default_loss
     if dist.is_main:
-        check_out_dir(cfg.out_dir)
         data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
     barrier()
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
-    model = build_model(cfg, tok)
-    loss_fn = (build_loss(cfg, tok, device) if build_loss else None) or default_loss
     trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
                       data_identity=data.identity, loss_fn=loss_fn)
     if dist.is_main:
         print(describe(cfg, stage, model, data, trainer, device, dtype, dist))
-        paths = RunPaths(Path(cfg.out_dir), stage)
+        for line in warnings_for(cfg, trainer, device):
+            print(line)
+        if cfg.data_path and device.type == "cpu":
+            trainer.after_first_step = lambda seconds: tqdm.write(plan_time(trainer, seconds))
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         effective = {"stage": stage, "config": config_dict(cfg), "model": model.config.to_dict(),
                      "device": str(device), "dtype": str(dtype), "world_size": dist.world_size,

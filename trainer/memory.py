@@ -1,0 +1,119 @@
+"""Will the run fit? Estimate a step's peak memory before training, and fit the micro-batch to the machine.
+
+The reference defaults (29M parameters, 84 rows of 512 per micro-batch) were sized
+for a 24 GB GPU. Run as is on a laptop CPU they grow past 11 GB of RAM and the
+kernel kills the process with no message. So before any data is read we estimate
+the peak of one training step:
+
+    weights + gradients + AdamW's two moments      16 bytes per parameter (all fp32)
+  + autocast's low-precision copies of the weights  2 bytes per parameter (bf16/fp16 only)
+  + activations kept for the backward pass           per token: layers x (a·dim + b·ffn) x bytes
+  + the loss on the logits                           per token: c x vocab x 4 bytes
+
+a, b and c were measured (bench/bench_memory.py): the peak RSS of real steps on a
+CPU, fitted over several batch sizes and two model shapes (see bench/LOG.md).
+
+When the estimate does not fit, we keep the effective batch and lower the
+micro-batch, raising --accumulation_steps by the same factor. That changes
+nothing the optimizer sees: the engine divides each micro-batch's summed loss by
+the trained-token count of the whole step, so the gradient is the same, and each
+step still takes the same rows of data. Only when a single row does not fit do we
+stop, with the flags to lower.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model import ModelConfig
+
+# Fitted to measured peaks (bench/bench_memory.py; bench/LOG.md "Memory estimate").
+# Per token and layer, activations kept for backward in units of the compute dtype's size:
+ACT_PER_DIM = 16.0    # x, the norms, q/k/v (rotated), attention output, residuals ... per unit of width
+ACT_PER_FFN = 5.0     # gate, up, silu(gate), their product, ... per unit of SwiGLU width
+LOGIT_COPIES = 4.0    # fp32 logits, their log-softmax and its gradient, per vocabulary entry
+OVERHEAD = 400e6      # the interpreter, torch's own allocations, the tokenizer
+HEADROOM = 0.85       # use at most this share of the memory that is free
+
+
+class DoesNotFit(ValueError):
+    """Not even one row of a micro-batch fits in memory; the message names the flags to lower."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    batch_size: int
+    accumulation_steps: int
+    estimate: float       # bytes at peak for this micro-batch
+    available: float      # bytes free for this process
+    changed: bool
+
+
+def estimate_peak_bytes(cfg: ModelConfig, n_params: int, batch_size: int, seq_len: int,
+                        dtype: torch.dtype) -> float:
+    """Peak bytes of one training step (forward + backward + AdamW update)."""
+    half = dtype in (torch.bfloat16, torch.float16)
+    act_size = 2 if half else 4
+    static = n_params * (16 + (2 if half else 0))
+    per_token = cfg.n_layers * (ACT_PER_DIM * cfg.dim + ACT_PER_FFN * cfg.hidden_dim) * act_size
+    per_token += LOGIT_COPIES * cfg.vocab_size * 4
+    return static + batch_size * seq_len * per_token + OVERHEAD
+
+
+def _cgroup_free() -> float | None:
+    """Memory left under a cgroup v2/v1 limit (containers, CI runners), or None when unlimited."""
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            cap, used = Path(limit).read_text().strip(), Path(usage).read_text().strip()
+        except OSError:
+            continue
+        if cap.isdigit() and int(cap) < 1 << 60:
+            return float(int(cap) - int(used))
+    return None
+
+
+def available_bytes(device: torch.device, local_processes: int = 1) -> float | None:
+    """Memory this process may use on device (its share when several ranks share it), or None if unknown."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return float(free)
+    if device.type != "cpu":
+        return None  # MPS shares the system's memory in ways we do not model
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        free = float(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None  # not Linux: no estimate, no change
+    cgroup = _cgroup_free()
+    free = min(free, cgroup) if cgroup is not None else free
+    return free / max(1, local_processes)
+
+
+def fit_batch(cfg: ModelConfig, n_params: int, batch_size: int, accumulation_steps: int, seq_len: int,
+              dtype: torch.dtype, available: float | None) -> MemoryPlan:
+    """The largest micro-batch dividing batch_size whose step fits; accumulation grows to keep the
+    effective batch. Raises DoesNotFit when even one row would not fit."""
+    estimate = estimate_peak_bytes(cfg, n_params, batch_size, seq_len, dtype)
+    if available is None or estimate <= HEADROOM * available:
+        return MemoryPlan(batch_size, accumulation_steps, estimate, available or 0.0, False)
+    for micro in sorted((d for d in range(1, batch_size) if batch_size % d == 0), reverse=True):
+        need = estimate_peak_bytes(cfg, n_params, micro, seq_len, dtype)
+        if need <= HEADROOM * available:
+            return MemoryPlan(micro, accumulation_steps * (batch_size // micro), need, available, True)
+    one_row = estimate_peak_bytes(cfg, n_params, 1, seq_len, dtype)
+    raise DoesNotFit(f"one row of --max_seq_len {seq_len} needs about {gb(one_row)} with this model "
+                      f"({n_params / 1e6:.1f}M parameters) but only {gb(available)} is free; lower --max_seq_len, "
+                      "or use a smaller model (--preset spongebob-demo, --hidden_size, --num_hidden_layers)")
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def local_world_size() -> int:
+    """Ranks on this machine (torchrun sets LOCAL_WORLD_SIZE): they share its RAM."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
