@@ -1,15 +1,17 @@
 """Training throughput of the engine against plain baselines, side by side in one run.
 
     python -m bench.bench_train                       # CPU, 29M preset, seq 512
-    python -m bench.bench_train --device cuda --dtype bfloat16 --compile --batch_size 84
+    python -m bench.bench_train --device cuda --batch_size 84
 
-Three ways to train the same model config on the same real text, taking
+Four ways to train the same model config on the same real text, taking
 turns step by step for --steps timed optimizer steps each, after a warm-up:
-  engine   trainer.Trainer.train_step on packed rows (PretrainDataset): every
-           position is a real token
-  padded   the reference recipe: each document in its own row, truncated or
-           padded to seq_len, a plain forward/backward/AdamW step, no compile
-  hf       transformers' LlamaForCausalLM on the same packed rows (if installed)
+  engine       trainer.Trainer.train_step on packed rows (PretrainDataset) at --dtype
+               (auto: bf16 where the hardware has it) and --compile (auto: on CUDA)
+  engine-fp32  the same engine in fp32 and eager: what the engine did before bf16 on CPUs
+  padded       the reference recipe: each document in its own row, truncated or
+               padded to seq_len, a plain fp32 forward/backward/AdamW step, no compile
+               (SpongeBob's and MiniMind's trainers, which ignore --dtype on a CPU)
+  hf           transformers' LlamaForCausalLM on the same packed rows at --dtype (if installed)
 "Useful" tokens/s counts only positions whose target is a real token, which
 is what training progress depends on. Also reports loader time as a fraction
 of the engine's step time, and MFU on a known GPU.
@@ -33,12 +35,12 @@ from dataset.pretrain_dataset import PretrainDataset
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
-from trainer.device import flops_per_token, peak_flops, pick_dtype
+from trainer.device import matmul_params, peak_flops, pick_compile, pick_dtype, step_flops
 from trainer.distributed import DistInfo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-REAL_TEXT = ["steel-llm-samples/2021-31_zh_head_0000_sample.jsonl", "steel-llm-samples/wanjuan_sample.jsonl",
-             "steel-llm-samples/wiki_sample.json", "luxun"]
+REAL_TEXT = ["steel-llm-samples/2021-31_zh_head_0000_sample.jsonl", "steel-llm-samples/part-010205-a894b46e_sample.jsonl",
+             "steel-llm-samples/wikipedia-cn-20230720-filtered_sample.json", "luxun"]
 
 
 def corpus_paths() -> tuple[list[str], str]:
@@ -101,48 +103,59 @@ def main() -> None:
     p.add_argument("--batch_size", type=int, default=8, help="rows per step")
     p.add_argument("--steps", type=int, default=3, help="timed optimizer steps per variant")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile the engine's model")
+    p.add_argument("--dtype", default="auto", help="the engine's dtype: float32, bfloat16, float16 or auto")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                   help="torch.compile the engine (auto: on for CUDA)")
     p.add_argument("--skip_hf", action="store_true", help="do not run the transformers baseline")
     args = p.parse_args()
     device = torch.device(args.device)
     dtype = pick_dtype(args.dtype, device)
+    compiled = pick_compile(None if args.compile == "auto" else args.compile == "true", device)
     paths, source = corpus_paths()
     corpus = pretokenize(paths, load_tokenizer(), show_progress=False)
     print(f"device: {describe_device(args.device)}")
-    print(f"model {args.preset}, seq {args.seq_len}, batch {args.batch_size}, {str(dtype)[6:]}, "
-          f"{'compiled' if args.compile else 'eager'}; text: {source}")
+    print(f"model {args.preset}, seq {args.seq_len}, batch {args.batch_size}; engine {str(dtype)[6:]}, "
+          f"{'compiled' if compiled else 'eager'}; text: {source}")
 
-    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=args.batch_size, accumulation_steps=1,
-                                         max_seq_len=args.seq_len, compile=args.compile, out_dir="out/bench/train",
-                                         warmup_steps=1, device=args.device, epochs=1))
-    torch.manual_seed(0)
     data = PretrainDataset(corpus.train, args.seq_len, seed=0)
-    engine = Trainer(cfg, SpongeBob(get_preset(args.preset)), data, None, {}, "bench", device, dtype, DistInfo())
     stream = data.batches(args.batch_size, epoch=0)
     load_start = time.perf_counter()
     packed = [[next(stream)] for _ in range(args.steps + 1)]
     load_s = (time.perf_counter() - load_start) / len(packed)
-    variants = {"engine": (engine.train_step, packed)}
+    variants = {"engine": (engine_step(args, device, dtype, compiled, data), packed),
+                "engine-fp32": (engine_step(args, device, torch.float32, False, data), packed)}
+    padded = [[b] for b in padded_batches(corpus.train.tokens, corpus.train.doc_starts, args.seq_len,
+                                          args.batch_size, args.steps + 1)]
+    variants["padded"] = (plain_step(args, device), padded)
+    if not args.skip_hf:
+        variants.update(hf_baseline(args, packed, device, dtype))
+    report(time_interleaved(variants, args.steps, device), args, load_s, device)
 
+
+def engine_step(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, compiled: bool,
+                data: PretrainDataset):
+    """The engine's train_step, for a given dtype and compile setting."""
+    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=args.batch_size, accumulation_steps=1,
+                                         max_seq_len=args.seq_len, compile=compiled, out_dir="out/bench/train",
+                                         warmup_steps=1, device=args.device, epochs=1))
+    torch.manual_seed(0)
+    engine = Trainer(cfg, SpongeBob(get_preset(args.preset)), data, None, {}, "bench", device, dtype, DistInfo())
+    return engine.train_step
+
+
+def plain_step(args: argparse.Namespace, device: torch.device):
+    """The reference recipe's step: fp32, logits materialised, plain AdamW."""
     torch.manual_seed(0)
     plain = SpongeBob(get_preset(args.preset)).to(device)
     opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
 
-    def plain_step(micro: list[dict]) -> None:
+    def step(micro: list[dict]) -> None:
         batch = {k: v.to(device) for k, v in micro[0].items()}
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = plain(batch["input_ids"], targets=batch["targets"]).loss
-        loss.backward()
+        plain(batch["input_ids"], targets=batch["targets"]).loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    padded = [[b] for b in padded_batches(corpus.train.tokens, corpus.train.doc_starts, args.seq_len,
-                                          args.batch_size, args.steps + 1)]
-    variants["padded"] = (plain_step, padded)
-    if not args.skip_hf:
-        variants.update(hf_baseline(args, packed, device, dtype))
-    report(time_interleaved(variants, args.steps, device), args, load_s, device)
+    return step
 
 
 def hf_baseline(args: argparse.Namespace, packed: list, device: torch.device, dtype: torch.dtype) -> dict:
@@ -170,14 +183,16 @@ def hf_baseline(args: argparse.Namespace, packed: list, device: torch.device, dt
 
 def report(results: dict, args: argparse.Namespace, load_s: float, device: torch.device) -> None:
     cfg = get_preset(args.preset)
-    n_params = SpongeBob(cfg).num_parameters()
-    per_token = flops_per_token(n_params, cfg.n_layers, cfg.dim, args.seq_len)
-    peak = peak_flops(device)
+    model = SpongeBob(cfg)
+    n = matmul_params(model.num_parameters(), cfg.vocab_size, cfg.dim, cfg.tie_embeddings)
+    peak, _ = peak_flops(device)
     useful_rate = {}
     for name, (seconds, positions, useful) in results.items():
         useful_rate[name] = useful / seconds
-        mfu = f", MFU {100 * per_token * positions / seconds / peak:.1f}%" if peak else ""
-        print(f"  {name:>7}: {positions / seconds:9,.0f} tokens/s, {useful / seconds:9,.0f} useful tokens/s "
+        rows = positions // args.seq_len
+        flops = step_flops(n, cfg.n_layers, cfg.dim, positions, rows * args.seq_len * (args.seq_len + 1) // 2)
+        mfu = f", MFU {100 * flops / seconds / peak:.1f}%" if peak else ""
+        print(f"  {name:>11}: {positions / seconds:9,.0f} tokens/s, {useful / seconds:9,.0f} useful tokens/s "
               f"({100 * (1 - useful / positions):.1f}% padding){mfu}")
     for name in results:
         if name != "engine":

@@ -49,7 +49,7 @@ from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 
 from .readers import DataError, SkipStats, expand_paths, iter_texts
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenFile, TokenizedCorpus,
-                          VAL_FLOOR_DOCS, VAL_FLOOR_TOKENS, load_tokenized, move_last_doc, raise_val_floor,
+                          VAL_FLOOR_DOCS, VAL_FLOOR_SHARE, VAL_FLOOR_TOKENS, load_tokenized, move_last_doc, raise_val_floor,
                           split_counts, write_json_atomic)
 
 __all__ = ["TokenFile", "TokenizedCorpus", "pretokenize", "load_tokenized", "cache_key", "DataError"]
@@ -300,8 +300,8 @@ def held_out_note(meta: dict) -> str:
     note = f" held out for validation ({100 * meta['val_fraction']:g}% of the documents"
     moved = meta.get("val_floor_moved", 0)
     if moved:
-        note += f", plus {moved} from the end of train to reach the floor of {VAL_FLOOR_TOKENS:,} tokens " \
-                f"or {VAL_FLOOR_DOCS} documents"
+        note += (f", plus {moved} moved from the end of train: the floor is {VAL_FLOOR_TOKENS:,} tokens and "
+                 f"{VAL_FLOOR_DOCS} documents, within {VAL_FLOOR_SHARE:.0%} of the corpus")
     return note + ")"
 
 

@@ -5,10 +5,11 @@ Not here: generation, KV cache and chat (inference/), exporters (exporters/), tr
 """
 from .checkpoint import CheckpointError, atomic_torch_save, load_model, read_checkpoint, save_model, unwrap
 from .config import DEFAULT_PRESET, PRESETS, ModelConfig, get_preset
-from .model import IGNORE_INDEX, ModelOutput, SpongeBob, token_loss
+from .loss import IGNORE_INDEX, linear_cross_entropy, token_loss
+from .model import ModelOutput, SpongeBob
 
 __all__ = [
     "CheckpointError", "atomic_torch_save", "load_model", "read_checkpoint", "save_model", "unwrap",
     "DEFAULT_PRESET", "PRESETS", "ModelConfig", "get_preset",
-    "IGNORE_INDEX", "ModelOutput", "SpongeBob", "token_loss",
+    "IGNORE_INDEX", "ModelOutput", "SpongeBob", "linear_cross_entropy", "token_loss",
 ]

@@ -15,11 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .loss import linear_cross_entropy, token_loss
 
 if TYPE_CHECKING:  # the cache belongs to generation (inference/); the network only reads and writes it
     from inference.kv_cache import KVCache
 
-IGNORE_INDEX = -100  # targets with this value get no loss (prompt tokens, padding)
+# enable_gqa lets SDPA read each key/value head for its group of query heads in place (torch >= 2.5);
+# older versions get the same grouping by copying K/V with repeat_interleave, as HF's repeat_kv does.
+SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
 class RMSNorm(nn.Module):
@@ -56,7 +59,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, heads, T, head_dim) by the angles of its T positions."""
+    """Rotate x (B, heads, T, head_dim) by the angles of its T positions, in x's own dtype:
+    under bf16 autocast the tables come down to bf16 rather than q and k going up to fp32."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + rotate_half(x) * sin
 
 
@@ -83,28 +88,29 @@ class Attention(nn.Module):
             past = cache.length
             k, v = cache.update(self.layer_idx, k, v)
 
-        # GQA: query head h reads key/value head h // (n_heads / n_kv_heads).
-        # repeat_interleave is the same grouping as HF's repeat_kv.
-        n_rep = self.n_heads // self.n_kv_heads
-        if n_rep > 1:
-            k = k.repeat_interleave(n_rep, dim=1)
-            v = v.repeat_interleave(n_rep, dim=1)
-
         if past == 0:
             # Plain causal attention: SDPA builds no mask and can use flash kernels.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = self.attend(q, k, v, is_causal=True)
         elif T == 1:
             # One new token attends to every cached position: no mask at all.
-            y = F.scaled_dot_product_attention(q, k, v)
+            y = self.attend(q, k, v)
         else:
             # A chunk after a non-empty cache: SDPA's is_causal is top-left
             # aligned, so build the (T, past+T) bottom-right mask. It is only
             # as big as this chunk, never max_seq_len^2.
             query_pos = torch.arange(past, past + T, device=x.device)
             key_pos = torch.arange(past + T, device=x.device)
-            mask = key_pos[None, :] <= query_pos[:, None]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = self.attend(q, k, v, mask=key_pos[None, :] <= query_pos[:, None])
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+               is_causal: bool = False) -> torch.Tensor:
+        """SDPA with GQA: query head h reads key/value head h // (n_heads / n_kv_heads)."""
+        if SDPA_GQA:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        n_rep = self.n_heads // self.n_kv_heads
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 class SwiGLU(nn.Module):
@@ -133,30 +139,8 @@ class Block(nn.Module):
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None
-
-
-def token_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
-               reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy per position, ignoring IGNORE_INDEX targets.
-
-    With `weight` (same shape as targets), the loss is the weighted mean
-    sum(w * ce) / sum(w) over the positions that are not ignored, so a x10
-    weight on a few tokens raises their share without inflating the loss
-    scale. reduction="sum" returns the numerator alone, for callers that
-    normalise over several micro-batches themselves.
-    """
-    ce = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                         ignore_index=IGNORE_INDEX, reduction="none")
-    valid = (targets.reshape(-1) != IGNORE_INDEX).float()
-    w = valid if weight is None else weight.reshape(-1).float() * valid
-    total = (ce * w).sum()
-    if reduction == "sum":
-        return total
-    if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'sum', got '{reduction}'")
-    return total / w.sum().clamp(min=1e-8)
 
 
 class SpongeBob(nn.Module):
@@ -191,24 +175,30 @@ class SpongeBob(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_weight: torch.Tensor | None = None, cache: KVCache | None = None) -> ModelOutput:
+                loss_weight: torch.Tensor | None = None, cache: KVCache | None = None,
+                reduction: str = "mean", return_logits: bool = True) -> ModelOutput:
         """idx: (B, T) token ids. targets: (B, T) ids already shifted left by
         one (targets[:, t] is the token after idx[:, t]), IGNORE_INDEX where no
-        loss is wanted. loss_weight: optional (B, T) per-token weights."""
+        loss is wanted. loss_weight: optional (B, T) per-token weights.
+        reduction: "mean" (weighted mean) or "sum" (the engine normalises per step).
+        return_logits=False (with targets): the loss is computed chunk by chunk from the
+        hidden states (model/loss.py) and the full logits are never built; logits is None."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
         if start + T > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         x = self.embed(idx)
-        cos = self.rope_cos[start:start + T].to(x.dtype)
-        sin = self.rope_sin[start:start + T].to(x.dtype)
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         for block in self.layers:
             x = block(x, cos, sin, cache)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.norm(x))
-        loss = token_loss(logits, targets, loss_weight) if targets is not None else None
+        x = self.norm(x)
+        if targets is not None and not return_logits:
+            return ModelOutput(None, linear_cross_entropy(x, self.lm_head.weight, targets, loss_weight, reduction))
+        logits = self.lm_head(x)
+        loss = token_loss(logits, targets, loss_weight, reduction) if targets is not None else None
         return ModelOutput(logits, loss)
 
     def new_cache(self, batch_size: int, max_len: int) -> "KVCache":

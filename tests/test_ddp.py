@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 from model import SpongeBob, get_preset, read_checkpoint
 from synthetic_data import SyntheticRows
 from trainer import Trainer, parse_config
-from trainer.distributed import init_distributed, shutdown
+from trainer.distributed import DistInfo, init_distributed, shutdown
 
 SETTINGS = dict(preset="spongebob-tiny", epochs=2, accumulation_steps=2, learning_rate=1e-3, warmup_steps=1,
                 save_interval=1000, device="cpu", dtype="float32", log_interval=1)
@@ -63,3 +63,51 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     # Only rank 0 writes: one metrics file with one row per step.
     rows = (tmp_path / "ddp" / "test" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
+
+
+def stop_worker(rank, world_size, port, out_dir):
+    """Rank 1 alone gets Ctrl-C after step 1: every rank must stop at step 2, and rank 0 must save."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=out_dir, batch_size=2, epochs=4))
+    dist = init_distributed(torch.device("cpu"))
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16, rank=rank, world_size=2),
+                      None, {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, dist)
+    trainer.after_first_step = lambda seconds: setattr(trainer, "_stop_requested", rank == 1)
+    try:
+        trainer.fit()
+        raise AssertionError("the run was not stopped")
+    except KeyboardInterrupt:
+        assert trainer.step == 2, trainer.step
+    finally:
+        shutdown()
+
+
+def test_ctrl_c_on_one_rank_stops_all_ranks_at_the_same_step_and_rank_0_saves(tmp_path):
+    mp.spawn(stop_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert read_checkpoint(tmp_path / "test.pth")["meta"]["step"] == 2
+
+
+def test_every_collective_runs_on_the_models_device(tmp_path, monkeypatch):
+    """NCCL takes only CUDA tensors. On a CPU the same mistake is caught by making the default
+    device 'meta' while the model and data sit on the CPU: a tensor made without device=...
+    lands on meta, and the wrapper refuses it as NCCL would refuse a CPU tensor."""
+    import trainer.engine as engine
+    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(tmp_path), batch_size=2))
+    torch.manual_seed(0)
+    t = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=8), None, {"vocab_size": 6400},
+                "test", torch.device("cpu"), torch.float32, DistInfo())
+    seen = []
+
+    def checked_all_reduce(tensor):
+        seen.append(tensor.device)
+        assert tensor.device == t.device, f"collective on {tensor.device}, model on {t.device}"
+        return tensor
+
+    monkeypatch.setattr(engine, "all_reduce_sum", checked_all_reduce)
+    micro = [next(iter(SyntheticRows(n_rows=8).batches(2, epoch=0)))]
+    with torch.device("meta"):
+        t.train_step(micro)
+    assert seen == [torch.device("cpu")]

@@ -144,7 +144,7 @@ def test_resume_without_state_and_unwritable_out_dir(tmp_path, monkeypatch, caps
 def test_out_of_memory_says_which_flags_to_lower(tmp_path, monkeypatch, capsys):
     from trainer.engine import Trainer
 
-    def no_memory(self, micro_batches):
+    def no_memory(self, *args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(Trainer, "train_step", no_memory)

@@ -67,9 +67,10 @@ class TrainConfig:
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
     # hardware
     device: str = _f("auto", "cuda, mps, cpu or auto (cuda, then mps, then cpu)")
-    dtype: str = _f("auto", "float32, bfloat16, float16 or auto (bf16 on GPUs that support it, else "
-                            "fp16 with loss scaling; fp32 on CPU)")
-    compile: bool = _f(False, "torch.compile the model (faster on GPU after a warm-up)")
+    dtype: str = _f("auto", "float32, bfloat16, float16 or auto: bf16 on GPUs with compute capability >= 8.0, "
+                            "fp16 with loss scaling on older ones; bf16 on CPUs with native bf16 (AVX512-BF16, "
+                            "AMX, Arm BF16), else fp32")
+    compile: bool | None = _f(None, "torch.compile the model and its loss (unset: on for CUDA GPUs, off elsewhere)")
     seed: int = _f(42, "seed for initialisation and data order")
     # checkpoints and logs
     out_dir: str = _f("out", "where weights (<stage>.pth) and the run folder (<stage>/) go")

@@ -2,13 +2,20 @@
 
 A stage hands over a model, its data and (optionally) a loss function; the
 engine does the rest: AMP, gradient accumulation, warmup + cosine, clipping,
-DDP, validation, logging, atomic checkpoints and exact resume.
+DDP, compile, validation, logging, atomic checkpoints and exact resume.
 
 Data contract (PretrainDataset and the SFT datasets implement it):
     data.num_batches(batch_size) -> micro-batches per epoch on this rank (equal on all ranks)
     data.batches(batch_size, epoch, start) -> iterator of dicts with "input_ids" and
         "targets" (B, T) and optionally "loss_weight", beginning at micro-batch `start`;
         deterministic for a given (seed, epoch), which is what makes resume exact.
+        Optional "seq_lens" (1-D, on the CPU): the length of every sequence in the batch
+        that attends as one (a packed row, a padded conversation), for honest token and
+        FLOP counts; without it every position counts and each row is one sequence.
+
+One step talks to the host once per log step, not once per step: the loss, the
+token count and the stop flag of all ranks travel in one all-reduce, stay on the
+device, and are read (one sync) only when a metrics row is written.
 """
 from __future__ import annotations
 
@@ -27,16 +34,21 @@ from tqdm import tqdm
 from model import IGNORE_INDEX, save_model, token_loss, unwrap
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
-from .device import autocast, flops_per_token, make_scaler, peak_flops
+from .device import autocast, make_scaler, matmul_params, peak_flops, step_flops
 from .distributed import DistInfo, all_reduce_sum
 from .metrics import MetricsLog, SpikeDetector, start_wandb
 from .optim import make_optimizer, set_lr
+from .prefetch import Prefetcher
 from .resume import check_resumable, restore_rng, rng_state
 from .schedule import lr_at
 
 Batch = dict[str, torch.Tensor]
 # loss_fn(logits, batch) -> summed (not averaged) loss over the batch's trained tokens.
+# Without one, the model computes its own cross-entropy chunk by chunk (model/loss.py),
+# never holding the full logits.
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+MODEL_INPUTS = ("input_ids", "targets", "loss_weight")
+STATS = ("loss_sum", "count", "tokens", "stop", "nonfinite", "grad_norm")  # one device vector per step
 
 
 class TrainingError(RuntimeError):
@@ -44,6 +56,7 @@ class TrainingError(RuntimeError):
 
 
 def default_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The summed cross-entropy from logits (the engine's own default skips the logits)."""
     return token_loss(logits, batch["targets"], batch.get("loss_weight"), reduction="sum")
 
 
@@ -55,26 +68,33 @@ def loss_normaliser(batch: Batch) -> torch.Tensor:
     return (valid if weight is None else valid * weight.float()).sum()
 
 
+def batch_tokens(batch: Batch) -> tuple[int, int]:
+    """(non-padding positions, attended (query, key) pairs) of a CPU batch, for throughput and MFU."""
+    lens = batch.get("seq_lens")
+    if lens is None:
+        rows, width = batch["input_ids"].shape
+        return rows * width, rows * width * (width + 1) // 2
+    lens = lens.long()
+    return int(lens.sum()), int((lens * (lens + 1) // 2).sum())
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, train_data: Any, val_data: Any,
                  tokenizer_identity: dict, stage: str, device: torch.device, dtype: torch.dtype,
-                 dist: DistInfo, data_identity: str = "", loss_fn: LossFn = default_loss):
+                 dist: DistInfo, data_identity: str = "", loss_fn: LossFn | None = None):
         self.cfg, self.stage, self.device, self.dtype, self.dist = cfg, stage, device, dtype, dist
         self.train_data, self.val_data, self.loss_fn = train_data, val_data, loss_fn
         self.tokenizer_identity, self.data_identity = tokenizer_identity, data_identity
         self.paths = RunPaths(Path(cfg.out_dir), stage)
         self.model = model.to(device)
         self.optimizer = make_optimizer(self.model, cfg, device)
+        self.fused = bool(self.optimizer.defaults.get("fused"))
         self.scaler = make_scaler(device, dtype)
 
-        if cfg.max_seq_len > model.config.max_position_embeddings:
-            raise ValueError(f"--max_seq_len {cfg.max_seq_len} exceeds the model's "
-                             f"{model.config.max_position_embeddings} positions")
         per_epoch = train_data.num_batches(cfg.batch_size)
         if per_epoch == 0:
             raise ValueError(f"the training data has less than one row of --max_seq_len {cfg.max_seq_len} "
                              "tokens; add data or lower --max_seq_len")
-        self.batches_per_epoch = per_epoch
         self.steps_per_epoch = math.ceil(per_epoch / cfg.accumulation_steps)
         total = cfg.epochs * self.steps_per_epoch
         self.total_steps = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
@@ -88,14 +108,23 @@ class Trainer:
         self.after_first_step: Callable[[float], None] | None = None
         resume_state = self._resume() if cfg.resume else None
 
-        # Compile and wrap only after any resumed weights are in place.
-        self.fast_model = torch.compile(self.model) if cfg.compile else self.model
-        self.train_model = (DistributedDataParallel(self.fast_model, device_ids=[device.index] if
-                                                    device.type == "cuda" else None)
-                            if dist.enabled else self.fast_model)
-        self.flops_per_token = flops_per_token(sum(p.numel() for p in self.model.parameters()),
-                                               self.model.config.n_layers, self.model.config.dim, cfg.max_seq_len)
-        self.peak_flops = peak_flops(device)
+        # Wrap only after any resumed weights are in place: DDP first, then compile, so that
+        # dynamo splits the graph at DDP's buckets and the all-reduce overlaps the backward.
+        # The RoPE tables are the only buffers and never change: nothing to broadcast.
+        wrapped = (DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                                           broadcast_buffers=False) if dist.enabled else self.model)
+        self.compiled = bool(cfg.compile)
+        self.train_model = torch.compile(wrapped) if self.compiled else wrapped
+        c = self.model.config
+        self.matmul_n = matmul_params(sum(p.numel() for p in self.model.parameters()), c.vocab_size, c.dim,
+                                      c.tie_embeddings)
+        self.peak_flops, self.device_name = peak_flops(device)
+        # Every micro-batch's summed loss is divided by this same constant before backward, so
+        # gradients have a mean-like size (fp16 loss scaling needs that) without waiting for the
+        # step's token count; the exact normalisation is applied to the gradients afterwards.
+        self.loss_divisor = float(cfg.batch_size * cfg.accumulation_steps * cfg.max_seq_len)
+        self._pending = torch.zeros(len(STATS), device=device)  # summed since the last metrics row
+        self._pending_flops, self._pending_steps = 0.0, 0
         wandb_run = None
         if cfg.use_wandb and dist.is_main:
             wandb_run = start_wandb(cfg.wandb_project, cfg.wandb_mode, self.paths.run_dir, stage, config_dict(cfg))
@@ -132,10 +161,15 @@ class Trainer:
                 "tokens_seen": self.tokens_seen, "val_loss": val_loss, "max_seq_len": self.cfg.max_seq_len}
 
     def save(self, val_loss: float | None = None) -> None:
-        """Weights for eval/next stage, then the resumable state. Rank 0 only."""
-        if self.dist.is_main:
-            save_model(self.paths.weights, self.model, self.tokenizer_identity, self._meta(val_loss))
-            self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
+        """Weights for eval/next stage, then the resumable state. Rank 0 only; never non-finite weights."""
+        if not self.dist.is_main:
+            return
+        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingError(f"refusing to save non-finite weights ({bad[0]} and {len(bad) - 1} more) at step "
+                                f"{self.step}; last good checkpoint: {self.last_saved or 'none saved yet'}")
+        save_model(self.paths.weights, self.model, self.tokenizer_identity, self._meta(val_loss))
+        self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self) -> Iterator[list[Batch]]:
@@ -151,60 +185,94 @@ class Trainer:
                 yield chunk
                 step += 1
 
+    def _prepare(self, micro_batches: list[Batch]) -> tuple[list[Batch], int, float]:
+        """On the prefetch thread: count tokens and FLOPs on the CPU, pin for an async copy."""
+        tokens = pairs = 0
+        for batch in micro_batches:
+            t, p = batch_tokens(batch)
+            tokens, pairs = tokens + t, pairs + p
+        c = self.model.config
+        flops = step_flops(self.matmul_n, c.n_layers, c.dim, tokens, pairs)
+        pin = self.device.type == "cuda"
+        moved = [{k: (v.pin_memory() if pin else v) for k, v in b.items() if k != "seq_lens"} for b in micro_batches]
+        return moved, tokens, flops
+
     def _to_device(self, batch: Batch) -> Batch:
-        if self.device.type != "cuda":
-            return {k: v.to(self.device) for k, v in batch.items()}
-        # From pinned host memory the copy runs asynchronously, overlapping the GPU's work.
-        return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "seq_lens"}
 
-    def train_step(self, micro_batches: list[Batch]) -> tuple[float, float, int]:
-        """Forward/backward over all micro-batches, then one optimizer update.
+    def _loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The summed loss of one micro-batch: the model's own chunked cross-entropy, or loss_fn on logits."""
+        if self.loss_fn is None:
+            inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+            return model(inputs.pop("input_ids"), **inputs, reduction="sum", return_logits=False).loss
+        return self.loss_fn(model(batch["input_ids"]).logits, batch)
 
-        Each micro-batch's summed loss is divided by the trained-token count of
-        the WHOLE step (all micro-batches, all ranks), so N micro-batches of b
-        rows give exactly the gradient of one batch of N*b rows, even when
-        masks leave different numbers of trained tokens in each. DDP averages
-        gradients over ranks, hence the extra factor world_size.
+    def train_step(self, micro_batches: list[Batch], tokens: int = 0) -> torch.Tensor:
+        """Forward/backward over all micro-batches, then one guarded optimizer update.
+        Returns the step's statistics (STATS) as one tensor on the device; nothing is read back.
+
+        Exact normalisation: the loss is summed over trained tokens, and the gradient is
+        divided by the trained-token count of the WHOLE step (all micro-batches, all
+        ranks), so N micro-batches of b rows give exactly the gradient of one batch of
+        N*b rows, even when masks leave different numbers of trained tokens in each.
         """
         batches = [self._to_device(b) for b in micro_batches]
-        count = all_reduce_sum(torch.stack([loss_normaliser(b) for b in batches]).sum())
-        scale = self.dist.world_size / count.clamp(min=1.0)
-        loss_sum = torch.zeros((), device=self.device)
+        local = torch.zeros(len(STATS), device=self.device)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             sync = nullcontext() if (last or not self.dist.enabled) else self.train_model.no_sync()
             with sync, autocast(self.device, self.dtype):
-                logits = self.train_model(batch["input_ids"]).logits
-                loss = self.loss_fn(logits, batch) * scale
-            self.scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-        mean_loss = (all_reduce_sum(loss_sum) / self.dist.world_size).item()
-        tokens = int(all_reduce_sum(torch.tensor(sum(b["input_ids"].numel() for b in batches))).item())
-        if not math.isfinite(mean_loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            return mean_loss, float("nan"), tokens
+                loss = self._loss(self.train_model, batch)
+            self.scaler.scale(loss / self.loss_divisor).backward()
+            local[0] += loss.detach().float()
+            local[1] += loss_normaliser(batch)
+        local[2] = tokens or sum(b["input_ids"].numel() for b in batches)
+        local[3] = float(self._stop_requested)
+        stats = all_reduce_sum(local)  # the one collective of the step: loss, count, tokens, stop flag
+        count = stats[1].clamp(min=1.0)
+        # DDP averaged the gradients over ranks; undo the constant divisor, divide by the true count.
+        factor = self.loss_divisor * self.dist.world_size / count
         self.scaler.unscale_(self.optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                   self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf"))
-        self.scaler.step(self.optimizer)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, factor)
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
+        nonfinite = ~torch.isfinite(stats[0])
+        if not self.scaler.is_enabled():  # fp16's scaler skips overflowing steps itself
+            nonfinite = nonfinite | ~torch.isfinite(grad_norm)
+        self._update(nonfinite)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return mean_loss, float(grad_norm), tokens
+        stats[4] = nonfinite.float()
+        stats[5] = grad_norm.float()
+        return stats
+
+    def _update(self, nonfinite: torch.Tensor) -> None:
+        """The optimizer step, skipped when the step was not finite. The fused AdamW takes the
+        verdict as a device tensor and skips on the device (no sync); fp16's GradScaler hands it
+        its own. Only a non-fused optimizer needs the host to decide."""
+        if self.scaler.is_enabled():
+            self.scaler.step(self.optimizer)
+        elif self.fused:
+            self.optimizer.found_inf = nonfinite.float()
+            self.optimizer.step()
+            del self.optimizer.found_inf
+        elif not bool(nonfinite):
+            self.optimizer.step()
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
         """Mean validation loss over up to --eval_batches micro-batches (all ranks)."""
         if self.val_data is None or self.val_data.num_batches(self.cfg.batch_size) == 0:
             return None
-        self.fast_model.eval()
+        self.train_model.eval()
         total = torch.zeros(2, device=self.device)
         stream = self.val_data.batches(self.cfg.batch_size, epoch=0)
         for _, batch in zip(range(self.cfg.eval_batches), stream):
             batch = self._to_device(batch)
             with autocast(self.device, self.dtype):
-                logits = self.fast_model(batch["input_ids"]).logits
-                total += torch.stack([self.loss_fn(logits, batch).float(), loss_normaliser(batch)])
-        self.fast_model.train()
+                total += torch.stack([self._loss(self.model, batch).float(), loss_normaliser(batch)])
+        self.train_model.train()
         loss_sum, count = all_reduce_sum(total).tolist()
         return loss_sum / max(count, 1.0)
 
@@ -214,30 +282,22 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not self.dist.is_main, desc=self.stage)
+        if self.compiled:
+            bar.set_postfix_str("compiling the model (the first steps are slow)")
         previous_handler = self._install_sigint()
-        val_loss, timer = None, time.perf_counter()
+        steps = Prefetcher(self._micro_batches(), self._prepare)
+        val_loss, self._timer = None, time.perf_counter()
         try:
-            # Fetching the micro-batches is part of a step's time: the timer
-            # spans data + forward/backward/update, not logging or saving.
-            for micro_batches in self._micro_batches():
+            for micro_batches, tokens, flops in steps:
                 lr = lr_at(self.step, self.total_steps, self.cfg.learning_rate, self.cfg.min_lr,
                            self.cfg.warmup_steps)
                 set_lr(self.optimizer, lr)
-                loss, grad_norm, tokens = self._guarded_step(micro_batches, lr)
+                self._pending += self._guarded_step(micro_batches, tokens)
+                self._pending_flops, self._pending_steps = self._pending_flops + flops, self._pending_steps + 1
                 self.step += 1
-                self.tokens_seen += tokens
-                seconds = time.perf_counter() - timer
-                tok_per_s = tokens / max(seconds, 1e-9)
-                if self.after_first_step is not None:
-                    self.after_first_step(seconds)
-                    self.after_first_step = None
-                val_loss = self._after_step(bar, loss, lr, grad_norm, tok_per_s)
-                if self._stop_requested:
-                    self.save(val_loss)
-                    raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; "
-                                            "continue with the same command plus --resume")
-                timer = time.perf_counter()
+                val_loss = self._after_step(bar, lr)
         finally:
+            steps.close()
             bar.close()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
@@ -246,55 +306,87 @@ class Trainer:
             print(f"done: {self.step} steps, {self.tokens_seen:,} tokens; weights in {self.paths.weights}")
         return val_loss
 
-    def _guarded_step(self, micro_batches: list[Batch], lr: float) -> tuple[float, float, int]:
+    def _guarded_step(self, micro_batches: list[Batch], tokens: int) -> torch.Tensor:
         try:
-            loss, grad_norm, tokens = self.train_step(micro_batches)
+            return self.train_step(micro_batches, tokens)
         except torch.OutOfMemoryError:
             raise TrainingError(f"out of memory at --batch_size {self.cfg.batch_size} x --max_seq_len "
                                 f"{self.cfg.max_seq_len} on {self.device}: lower --batch_size (raise "
                                 "--accumulation_steps to keep the same effective batch) or --max_seq_len") from None
-        if not math.isfinite(loss):
-            if not self.cfg.skip_nonfinite:
-                raise TrainingError(f"loss is {loss} at step {self.step + 1} (lr {lr:.3g}); last good checkpoint: "
-                                    f"{self.last_saved or 'none saved yet'}. Lower --learning_rate, use "
-                                    "--dtype bfloat16/float32, or pass --skip_nonfinite to skip such steps")
-            self.skipped_nonfinite += 1
-            tqdm.write(f"step {self.step + 1}: loss {loss}, update skipped ({self.skipped_nonfinite} so far)")
-        return loss, grad_norm, tokens
 
-    def _after_step(self, bar: tqdm, loss: float, lr: float, grad_norm: float, tok_per_s: float) -> float | None:
-        """Progress bar, metrics row, validation, checkpoints and milestones for the step just taken."""
+    def _after_step(self, bar: tqdm, lr: float) -> float | None:
+        """Progress bar, and at log steps (the only host syncs): the metrics row, the
+        non-finite check, validation, checkpoints, milestones and a requested stop."""
         step, cfg = self.step, self.cfg
-        spike = math.isfinite(loss) and self.spikes.update(loss)
-        if spike and self.dist.is_main:
-            tqdm.write(f"step {step}: loss spike {loss:.3f} (recent average {self.spikes.average:.3f})")
-        mfu = self.flops_per_token * tok_per_s / (self.peak_flops * self.dist.world_size) if self.peak_flops else None
-        postfix = {"loss": f"{loss:.3f}", "lr": f"{lr:.2e}", "tok/s": f"{tok_per_s:,.0f}"}
-        if mfu is not None:
-            postfix["mfu"] = f"{100 * mfu:.1f}%"
-        bar.set_postfix(postfix, refresh=False)
         bar.update()
-
         final = step == self.total_steps
-        val_loss = self.evaluate() if final or (cfg.eval_interval and step % cfg.eval_interval == 0) else None
-        if final or spike or val_loss is not None or step == 1 or step % cfg.log_interval == 0:
-            row = {"step": step, "epoch": step / self.steps_per_epoch, "loss": loss, "lr": lr,
-                   "tokens": self.tokens_seen, "tokens_per_s": tok_per_s, "grad_norm": grad_norm}
-            if val_loss is not None:
-                row["val_loss"] = val_loss
-                if self.dist.is_main:
-                    tqdm.write(f"step {step}: val loss {val_loss:.4f}")
-            if mfu is not None:
-                row["mfu"] = mfu
-            if spike:
-                row["spike"] = True
-            self.log.write(row)
+        evaluating = final or bool(cfg.eval_interval and step % cfg.eval_interval == 0)
+        saving = final or step % cfg.save_interval == 0 or step in self.milestones
+        # Ctrl-C in a single process is seen at once; under DDP every rank learns of any
+        # rank's Ctrl-C from the reduced flag at the next row, so all stop at the same step.
+        stop_now = self._stop_requested and not self.dist.enabled
+        if not (final or evaluating or saving or stop_now or step == 1 or step % cfg.log_interval == 0):
+            return None
+        row = self._read_pending(lr)
+        stop = stop_now or row.pop("stop")
+        val_loss = self.evaluate() if evaluating else None
+        if val_loss is not None:
+            row["val_loss"] = val_loss
+            if self.dist.is_main:
+                tqdm.write(f"step {step}: val loss {val_loss:.4f}")
+        self._show(bar, row)
+        self.log.write(row)
         if final or step % cfg.save_interval == 0:
             self.save(val_loss)
         if step in self.milestones and self.dist.is_main:
             save_model(self.paths.milestone(self.milestones[step]), self.model, self.tokenizer_identity,
                        self._meta(val_loss))
+        if stop:
+            self.save(val_loss)
+            raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus --resume")
         return val_loss
+
+    def _read_pending(self, lr: float) -> dict:
+        """The statistics summed since the last row, read back in one sync, as a metrics row."""
+        values = dict(zip(STATS, self._pending.tolist()))
+        self._pending.zero_()
+        seconds = time.perf_counter() - self._timer
+        steps, flops = self._pending_steps, self._pending_flops
+        self._timer, self._pending_steps, self._pending_flops = time.perf_counter(), 0, 0.0
+        if self.after_first_step is not None:
+            self.after_first_step(seconds)
+            self.after_first_step = None
+        self.tokens_seen += int(values["tokens"])
+        loss = values["loss_sum"] / max(values["count"], 1.0)  # token-weighted mean over the interval
+        if values["nonfinite"]:
+            self._nonfinite(int(values["nonfinite"]), loss, values["grad_norm"] / steps, lr)
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "loss": loss, "lr": lr,
+               "tokens": self.tokens_seen, "tokens_per_s": values["tokens"] / max(seconds, 1e-9),
+               "grad_norm": values["grad_norm"] / steps, "stop": values["stop"] > 0}
+        if self.peak_flops:
+            row["mfu"] = flops / max(seconds, 1e-9) / self.peak_flops
+        if math.isfinite(loss) and self.spikes.update(loss):
+            row["spike"] = True
+            if self.dist.is_main:
+                tqdm.write(f"step {self.step}: loss spike {loss:.3f} (recent average {self.spikes.average:.3f})")
+        return row
+
+    def _nonfinite(self, count: int, loss: float, grad_norm: float, lr: float) -> None:
+        """Steps whose loss or gradient norm was NaN/inf: their update was skipped on the device.
+        Count them (--skip_nonfinite) or stop; the weights are still the last finite ones."""
+        self.skipped_nonfinite += count
+        what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
+        if not self.cfg.skip_nonfinite:
+            raise TrainingError(f"{what} at step {self.step} (lr {lr:.3g}); last good checkpoint: "
+                                f"{self.last_saved or 'none saved yet'}. Lower --learning_rate, use "
+                                "--dtype bfloat16/float32, or pass --skip_nonfinite to skip such steps")
+        tqdm.write(f"step {self.step}: {what}, {count} update(s) skipped ({self.skipped_nonfinite} so far)")
+
+    def _show(self, bar: tqdm, row: dict) -> None:
+        postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.2e}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
+        if "mfu" in row:
+            postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
+        bar.set_postfix(postfix, refresh=False)
 
     def _install_sigint(self) -> Any:
         """First Ctrl-C: finish the current step, save, exit. Second: stop at once."""
@@ -302,7 +394,8 @@ class Trainer:
             if self._stop_requested:
                 raise KeyboardInterrupt
             self._stop_requested = True
-            tqdm.write("Ctrl-C: saving after this step (press again to quit without saving)")
+            when = "at the next log step, with every rank" if self.dist.enabled else "after this step"
+            tqdm.write(f"Ctrl-C: saving {when} (press again to quit without saving)")
         try:
             return signal.signal(signal.SIGINT, request_stop)
         except ValueError:  # not the main thread (e.g. inside a test runner thread)

@@ -25,9 +25,9 @@ from .checkpoints import RunPaths, list_states
 from .checks import check_config, check_init_file, check_out_dir, check_seq_len, model_config
 from .cli import shown_path
 from .config import ConfigError, TrainConfig, config_dict, parse_config
-from .device import pick_device, pick_dtype
+from .device import enable_tf32, pick_compile, pick_device, pick_dtype
 from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
-from .engine import LossFn, Trainer, TrainingError, default_loss
+from .engine import LossFn, Trainer, TrainingError
 from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
 
 
@@ -138,6 +138,8 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     dist = init_distributed(device)
     device = local_device(device, dist)
     dtype = pick_dtype(cfg.dtype, device)
+    cfg.compile = pick_compile(cfg.compile, device)
+    enable_tf32(device)
     tok = load_tokenizer()
     paths = RunPaths(Path(cfg.out_dir), stage)
     check_out_dir(cfg.out_dir)
@@ -146,7 +148,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
                          "run once without --resume first")
     model = build_model(cfg, tok)
     fit_memory(cfg, model, device, dtype, dist)
-    loss_fn = (build_loss(cfg, tok, device) if build_loss else None) or default_loss
+    loss_fn = build_loss(cfg, tok, device) if build_loss else None  # None: the model's own cross-entropy
     if dist.is_main:
         data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
     barrier()
