@@ -24,15 +24,15 @@ import torch
 
 from model import CheckpointError, load_model
 from tokenizer import SpongeTokenizer
-from trainer import StageData, TrainConfig, cli_config, run_stage
-from trainer.chat_data import chat_data
+from trainer import StageData, cli_config, run_stage
+from trainer.chat_data import ChatConfig, chat_data
 from trainer.config import _f
 from trainer.distributed import DistInfo
-from trainer.losses import TeacherLoss, WeightedRows, reasoning_weights
+from trainer.losses import TeacherLoss, reasoning_weights
 
 
 @dataclass
-class DistillConfig(TrainConfig):
+class DistillConfig(ChatConfig):
     tag_weight: float = _f(10.0, "loss weight of the <think> </think> <answer> </answer> tokens in the replies")
     think_weight: float = _f(1.0, "loss weight of the tokens between <think> and </think>")
     teacher: str = _f("", "white-box distillation from this checkpoint (same tokenizer); empty = off")
@@ -50,13 +50,13 @@ DEMO = dict(epochs=1, max_steps=150, batch_size=16, accumulation_steps=1,
 
 
 def build_data(cfg: DistillConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
-    data = chat_data(cfg, tok, dist, demo_kind="r1", reasoning=True)
+    # Weighed per conversation, before any packing, so a weight never leaks into the next one.
     weigh = partial(reasoning_weights, tag_ids=(tok.think_id, tok.think_end_id, tok.answer_id, tok.answer_end_id),
                     think_open_id=tok.think_id, think_close_id=tok.think_end_id,
                     tag_weight=cfg.tag_weight, think_weight=cfg.think_weight)
-    val = WeightedRows(data.val, weigh) if data.val is not None else None
-    return StageData(WeightedRows(data.train, weigh), val, data.identity,
-                     f"{data.description}; tag weight {cfg.tag_weight:g}, think weight {cfg.think_weight:g}")
+    data = chat_data(cfg, tok, dist, demo_kind="r1", reasoning=True, weigh=weigh)
+    data.description += f"; tag weight {cfg.tag_weight:g}, think weight {cfg.think_weight:g}"
+    return data
 
 
 def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device) -> TeacherLoss | None:

@@ -13,8 +13,8 @@ What is special about this stage (everything else lives in trainer/):
   start  <out_dir>/pretrain.pth (--init); the weights go to <out_dir>/sft.pth (--out_dir: out).
 """
 from tokenizer import SpongeTokenizer
-from trainer import StageData, TrainConfig, cli_config, run_stage
-from trainer.chat_data import chat_data
+from trainer import StageData, cli_config, run_stage
+from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
 
 # The seed run on one 24 GB GPU.
@@ -26,9 +26,9 @@ DEMO = dict(epochs=1, max_steps=200, batch_size=16, accumulation_steps=1,
             log_interval=5, eval_batches=10)
 
 
-def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
+def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
     return chat_data(cfg, tok, dist, demo_kind="sft")
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, init_from="pretrain"), "sft", build_data)
+    run_stage(cli_config(__doc__, REFERENCE, DEMO, ChatConfig, init_from="pretrain"), "sft", build_data)

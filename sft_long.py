@@ -8,8 +8,8 @@ Only three things differ from sft.py (both use trainer/chat_data.py): rows of
 weights go to <out_dir>/sft_long.pth.
 """
 from tokenizer import SpongeTokenizer
-from trainer import StageData, TrainConfig, cli_config, run_stage
-from trainer.chat_data import chat_data
+from trainer import StageData, cli_config, run_stage
+from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
 
 # The seed's long-SFT run on a 24 GB GPU: rows of 1024 need a smaller batch.
@@ -20,9 +20,9 @@ DEMO = dict(epochs=1, max_steps=80, batch_size=4, accumulation_steps=1, max_seq_
             log_interval=5, eval_batches=5)
 
 
-def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
+def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
     return chat_data(cfg, tok, dist, demo_kind="sft_long")
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, init_from="sft"), "sft_long", build_data)
+    run_stage(cli_config(__doc__, REFERENCE, DEMO, ChatConfig, init_from="sft"), "sft_long", build_data)

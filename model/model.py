@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .loss import linear_cross_entropy, token_loss
+from .masks import flex, is_block_mask
 
 if TYPE_CHECKING:  # the cache belongs to generation (inference/); the network only reads and writes it
     from inference.kv_cache import KVCache
@@ -76,7 +77,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -88,7 +89,10 @@ class Attention(nn.Module):
             past = cache.length
             k, v = cache.update(self.layer_idx, k, v)
 
-        if past == 0:
+        if mask is not None:
+            # The caller's mask: packed rows (model/masks.py) or rows of different lengths in a batch.
+            y = self.attend(q, k, v, mask=mask)
+        elif past == 0:
             # Plain causal attention: SDPA builds no mask and can use flash kernels.
             y = self.attend(q, k, v, is_causal=True)
         elif T == 1:
@@ -105,7 +109,10 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                is_causal: bool = False) -> torch.Tensor:
-        """SDPA with GQA: query head h reads key/value head h // (n_heads / n_kv_heads)."""
+        """SDPA with GQA: query head h reads key/value head h // (n_heads / n_kv_heads).
+        A FlexAttention BlockMask goes to flex_attention instead (packed rows on CUDA)."""
+        if is_block_mask(mask):
+            return flex(q, k, v, mask)
         if SDPA_GQA:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
         n_rep = self.n_heads // self.n_kv_heads
@@ -133,8 +140,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache)
+                cache: KVCache | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -176,22 +183,30 @@ class SpongeBob(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_weight: torch.Tensor | None = None, cache: KVCache | None = None,
+                position_ids: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
                 reduction: str = "mean", return_logits: bool = True) -> ModelOutput:
         """idx: (B, T) token ids. targets: (B, T) ids already shifted left by
         one (targets[:, t] is the token after idx[:, t]), IGNORE_INDEX where no
         loss is wanted. loss_weight: optional (B, T) per-token weights.
+        position_ids: (B, T) each token's RoPE position (packed rows restart at 0 for each
+        conversation; batched generation gives each row its own); default 0, 1, 2, ...
+        after what the cache holds. attn_mask: bool (B, 1, T, keys) or a FlexAttention
+        BlockMask (model/masks.py); default causal.
         reduction: "mean" (weighted mean) or "sum" (the engine normalises per step).
         return_logits=False (with targets): the loss is computed chunk by chunk from the
         hidden states (model/loss.py) and the full logits are never built; logits is None."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
-        if start + T > self.config.max_position_embeddings:
+        if position_ids is None and start + T > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_position_embeddings "
                              f"{self.config.max_position_embeddings}")
         x = self.embed(idx)
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        if position_ids is None:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        else:  # (B, 1, T, head_dim): one angle table per row, broadcast over the heads
+            cos, sin = self.rope_cos[position_ids].unsqueeze(1), self.rope_sin[position_ids].unsqueeze(1)
         for block in self.layers:
-            x = block(x, cos, sin, cache)
+            x = block(x, cos, sin, cache, attn_mask)
         if cache is not None:
             cache.advance(T)
         x = self.norm(x)

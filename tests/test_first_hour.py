@@ -82,7 +82,7 @@ def test_every_bad_yaml_key_is_reported_at_once(tmp_path):
 def run_stage_inline(script, argv, tmp_path, monkeypatch, capsys, init_from=None):
     """Run a stage in-process in tmp_path; returns (exit code or 0, stdout, stderr)."""
     monkeypatch.chdir(tmp_path)
-    config_cls = getattr(script, "DistillConfig", TrainConfig)
+    config_cls = getattr(script, "DistillConfig", getattr(script, "ChatConfig", TrainConfig))
     try:
         cfg = parse_config(argv, "t", script.REFERENCE, script.DEMO, config_cls, init_from)
         run_stage(cfg, "stage", script.build_data)
@@ -121,6 +121,15 @@ def test_a_chat_stage_without_its_previous_stage_fails_first(tmp_path, monkeypat
         f"error: --init runs/a/pretrain.pth (relative to {tmp_path}): checkpoint not found; run the previous "
         "stage with the same --out_dir first, or pass --init")
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_unknown_packing_is_one_line_before_any_data(tmp_path, monkeypatch, capsys):
+    tok = load_tokenizer()
+    _, init = save_tiny(tmp_path / "init.pth", tok, {"stage": "pretrain"})
+    code, _, err = run_stage_inline(sft, ["--init", str(init), "--packing", "tight"], tmp_path, monkeypatch, capsys,
+                                    "pretrain")
+    assert code == 2 and one_error_line(err) == "error: --packing tight: choose none, group, pack"
+    assert not (tmp_path / "out").exists()
 
 
 def test_shape_flags_are_refused_when_init_gives_the_shape():

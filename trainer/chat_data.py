@@ -5,20 +5,30 @@ demo dialogues it falls back on and whether replies must be reasoning replies.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dataset.demo import ensure_demo_corpus
-from dataset.sft_dataset import SFTDataset
+from dataset.sft_dataset import SFTDataset, Weigh
 from dataset.sft_tokenize import describe_chat, pretokenize_chat
 from tokenizer import SpongeTokenizer
 
-from .config import TrainConfig
+from .config import TrainConfig, _f
 from .distributed import DistInfo
 from .run import StageData
 
 
-def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str,
-              reasoning: bool = False) -> StageData:
+@dataclass
+class ChatConfig(TrainConfig):
+    packing: str = _f("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
+                              "attending only to itself), group (one per row, batches of similar lengths) or "
+                              "none (one per row, padded to the longest of a random batch)")
+
+
+def chat_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str,
+              reasoning: bool = False, weigh: Weigh | None = None) -> StageData:
     """Chat data for SFT-like stages: the files given, or the built-in demo_kind dialogues.
-    With reasoning, every reply is checked and normalised to <think>/<answer> form."""
+    With reasoning, every reply is checked and normalised to <think>/<answer> form; weigh
+    gives each conversation's targets their loss weights (distillation)."""
     paths = cfg.data_path
     if not paths:
         paths = [str(ensure_demo_corpus(demo_kind))]
@@ -28,7 +38,9 @@ def chat_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind:
                               data_format=cfg.data_format or None, skip_bad=cfg.skip_bad,
                               val_fraction=cfg.val_fraction, seed=cfg.seed, show_progress=dist.is_main,
                               reasoning=reasoning)
-    shard = dict(seed=cfg.seed, rank=dist.rank, world_size=dist.world_size)
+    shard = dict(seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, packing=cfg.packing, weigh=weigh)
     train = SFTDataset(corpus.train, cfg.max_seq_len, **shard)
     val = SFTDataset(corpus.val, cfg.max_seq_len, shuffle=False, **shard)
-    return StageData(train, val, identity=corpus.dir.name, description=describe_chat(corpus))
+    layout = (f"--packing {cfg.packing}: {train.n_rows:,} rows from {corpus.train.n_docs:,} conversations, "
+              f"{train.padding_share(cfg.batch_size):.1%} of the epoch's positions are padding")
+    return StageData(train, val, identity=corpus.dir.name, description=f"{describe_chat(corpus)}\n  {layout}")

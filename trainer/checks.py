@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from dataset.chat_formats import CHAT_FORMATS
+from dataset.packing import PACKING_MODES
 from dataset.sft_tokenize import TRUNCATION_POLICIES as TRUNCATION
 from model import ModelConfig, get_preset
 from .cli import shown_path
@@ -45,6 +46,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.data_format and cfg.data_format not in CHAT_FORMATS:
         raise ConfigError(f"--data_format {cfg.data_format}: choose one of {', '.join(CHAT_FORMATS)} "
                           "(or leave it out to detect the format)")
+    packing = getattr(cfg, "packing", None)  # the chat stages' option (trainer/chat_data.py)
+    if packing is not None and packing not in PACKING_MODES:
+        raise ConfigError(f"--packing {packing}: choose {', '.join(PACKING_MODES)}")
     if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
         raise ConfigError(f"--dtype {cfg.dtype}: choose float32, bfloat16, float16 or auto")
     if cfg.wandb_mode not in ("offline", "online", "disabled"):

@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model import IGNORE_INDEX, save_model, token_loss, unwrap
+from model.masks import document_mask
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
 from .device import autocast, make_scaler, matmul_params, peak_flops, step_flops
@@ -47,7 +48,7 @@ Batch = dict[str, torch.Tensor]
 # Without one, the model computes its own cross-entropy chunk by chunk (model/loss.py),
 # never holding the full logits.
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
-MODEL_INPUTS = ("input_ids", "targets", "loss_weight")
+MODEL_INPUTS = ("input_ids", "targets", "loss_weight", "position_ids", "attn_mask")
 STATS = ("loss_sum", "count", "tokens", "stop", "nonfinite", "grad_norm")  # one device vector per step
 
 
@@ -198,14 +199,19 @@ class Trainer:
         return moved, tokens, flops
 
     def _to_device(self, batch: Batch) -> Batch:
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "seq_lens"}
+        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "seq_lens"}
+        if "doc_ids" in moved:  # packed rows: built here, outside any compiled region (model/masks.py)
+            moved["attn_mask"] = document_mask(moved.pop("doc_ids"))
+        return moved
 
     def _loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
         """The summed loss of one micro-batch: the model's own chunked cross-entropy, or loss_fn on logits."""
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        ids = inputs.pop("input_ids")
         if self.loss_fn is None:
-            inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-            return model(inputs.pop("input_ids"), **inputs, reduction="sum", return_logits=False).loss
-        return self.loss_fn(model(batch["input_ids"]).logits, batch)
+            return model(ids, **inputs, reduction="sum", return_logits=False).loss
+        inputs.pop("targets"), inputs.pop("loss_weight", None)
+        return self.loss_fn(model(ids, **inputs).logits, batch)
 
     def train_step(self, micro_batches: list[Batch], tokens: int = 0) -> torch.Tensor:
         """Forward/backward over all micro-batches, then one guarded optimizer update.

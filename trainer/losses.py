@@ -27,8 +27,7 @@ keeps the soft term's gradient scale independent of T (Hinton et al. 2015).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +50,6 @@ def reasoning_weights(targets: torch.Tensor, tag_ids: Sequence[int], think_open_
     weights = trained.float()
     weights = torch.where(thinking, torch.full_like(weights, think_weight), weights)
     return torch.where(is_tag, torch.full_like(weights, tag_weight), weights)
-
-
-class WeightedRows:
-    """Wraps a dataset (num_batches / batches) and adds each batch's loss_weight."""
-
-    def __init__(self, data: Any, weigh: Any):
-        self.data, self.weigh = data, weigh
-
-    def num_batches(self, batch_size: int) -> int:
-        return self.data.num_batches(batch_size)
-
-    def batches(self, batch_size: int, epoch: int, start: int = 0) -> Iterator[Batch]:
-        for batch in self.data.batches(batch_size, epoch, start):
-            yield {**batch, "loss_weight": self.weigh(batch["targets"])}
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
@@ -94,7 +79,10 @@ class TeacherLoss:
         self.alpha, self.temperature = alpha, temperature
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        # Packed rows: the teacher must see the same positions and the same mask, or its targets
+        # would be those of conversations reading each other.
+        packed = {k: batch[k] for k in ("position_ids", "attn_mask") if k in batch}
         with torch.no_grad():
-            teacher_logits = self.teacher(batch["input_ids"]).logits
+            teacher_logits = self.teacher(batch["input_ids"], **packed).logits
         return distillation_loss(logits, teacher_logits, batch["targets"], batch.get("loss_weight"),
                                  self.alpha, self.temperature)

@@ -14,15 +14,15 @@ MUST_MATCH = ("data_path", "val_fraction", "max_seq_len", "batch_size", "accumul
               "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2",
               "grad_clip", "seed", "preset", "init", "text_field", "data_format", "truncation", "hidden_size",
               "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
-              "max_position_embeddings", "tie_word_embeddings")
+              "max_position_embeddings", "tie_word_embeddings", "packing")
 
 
 def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identity: str) -> None:
     saved, now = state["config"], config_dict(cfg)
     for key in MUST_MATCH:
-        if saved.get(key) != now[key]:
+        if saved.get(key) != now.get(key):  # a stage's own options (packing) exist only in its config
             raise ValueError(f"--resume: {key} was {saved.get(key)!r} in the saved run ({state['path']}) but is "
-                             f"{now[key]!r} now; resume with the same settings or use a new --out_dir")
+                             f"{now.get(key)!r} now; resume with the same settings or use a new --out_dir")
     if state["world_size"] != world_size:
         raise ValueError(f"--resume: the saved run used {state['world_size']} processes, this one {world_size}; "
                          "the data shards would differ")
