@@ -179,23 +179,25 @@ VAL_FLOOR_DOCS = 8
 VAL_FLOOR_SHARE = 0.1
 
 
-def raise_val_floor(dir: Path, val_fraction: float) -> int:
+def raise_val_floor(dir: Path, val_fraction: float, unit: int = 1) -> int:
     """Move documents from the end of train to val until val reaches the floor (or the
-    share cap); returns how many moved. val_fraction 0 means no validation: nothing moves."""
+    share cap); returns how many moved. val_fraction 0 means no validation: nothing moves.
+    unit: documents that belong together (2: a preference pair) move together."""
     counts = split_counts(dir)
     train, val = counts["train"], counts["val"]
-    if val_fraction <= 0 or train["n_docs"] < 2:
+    if val_fraction <= 0 or train["n_docs"] < 2 * unit:
         return 0
     starts = np.load(docs_path(dir, "train"))
     lengths = np.diff(np.append(starts, train["n_tokens"]))[::-1]  # last document first
+    units = lengths[:len(lengths) - len(lengths) % unit].reshape(-1, unit).sum(axis=1)
     cap = VAL_FLOOR_SHARE * (train["n_tokens"] + val["n_tokens"])
     moved, tokens, docs = 0, val["n_tokens"], val["n_docs"]
-    while moved < train["n_docs"] - 1 and (tokens < VAL_FLOOR_TOKENS or docs < VAL_FLOOR_DOCS):
-        if docs and tokens + lengths[moved] > cap:
-            break  # the cap binds once val has a document: one is always held out
-        tokens, docs, moved = tokens + int(lengths[moved]), docs + 1, moved + 1
-    move_last_docs(dir, "train", "val", moved)
-    return moved
+    while moved < len(units) - 1 and (tokens < VAL_FLOOR_TOKENS or docs < VAL_FLOOR_DOCS):
+        if docs and tokens + units[moved] > cap:
+            break  # the cap binds once val has a document: one unit is always held out
+        tokens, docs, moved = tokens + int(units[moved]), docs + unit, moved + 1
+    move_last_docs(dir, "train", "val", moved * unit)
+    return moved * unit
 
 
 def write_json_atomic(path: Path, obj: dict) -> None:

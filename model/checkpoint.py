@@ -7,9 +7,18 @@ so loading needs no flags, and `torch.load(weights_only=True)` can read it
 without unpickling arbitrary objects. Resumable training state (optimizer,
 RNG, data position) is kept apart by the trainer; these files are what eval,
 export and the next stage load.
+
+An adapter checkpoint (a LoRA run, model/lora.py) holds only the adapters, with
+the identity of the base it was trained on:
+    {"format": ADAPTER_FORMAT, "config", "tokenizer", "lora": {rank, alpha, targets},
+     "base": {"path", "sha256"}, "adapters": {name: tensor}, "meta"}
+load_model() finds the base (the recorded path, or a file of that name next to
+the adapter), checks the SHA-256 of its file, and returns the merged model, so
+every reader of checkpoints (eval, serve, export, the next stage) takes either.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -19,9 +28,11 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig
+from .lora import adapter_state, apply_lora, merge_lora
 from .model import SpongeBob
 
 CHECKPOINT_FORMAT = "spongebob-model-v1"
+ADAPTER_FORMAT = "spongebob-adapter-v1"
 
 
 class CheckpointError(ValueError):
@@ -85,8 +96,11 @@ def read_checkpoint(path: str | Path) -> dict:
     except Exception as e:  # truncated file, not a torch file, or a pickle with foreign objects
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a loadable checkpoint ({reason[:200]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (CHECKPOINT_FORMAT, ADAPTER_FORMAT):
         raise CheckpointError(f"{path}: not a SpongeBob model checkpoint (expected format '{CHECKPOINT_FORMAT}')")
+    for key in ("config", "adapters" if ckpt["format"] == ADAPTER_FORMAT else "model"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: incomplete checkpoint (no '{key}'); it was not written by SpongeBob")
     return ckpt
 
 
@@ -125,10 +139,57 @@ def first_shape_mismatch(model: nn.Module, weights: dict) -> str | None:
             f"in the model (its config: {config}){more}")
 
 
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_adapter(path: str | Path, model: nn.Module, tokenizer_identity: dict, base: dict, lora: dict,
+                 meta: dict | None = None) -> None:
+    """Write only the adapters of a LoRA model, with the identity of its base ({"path", "sha256"})."""
+    model = unwrap(model)
+    atomic_torch_save({"format": ADAPTER_FORMAT, "config": model.config.to_dict(), "tokenizer": tokenizer_identity,
+                       "lora": lora, "base": base, "adapters": adapter_state(model), "meta": meta or {}}, path)
+
+
+def find_base(path: Path, base: dict) -> Path:
+    """The adapter's base checkpoint: its recorded path, else a file of that name beside the adapter;
+    the file's SHA-256 must be the recorded one."""
+    recorded = Path(base["path"])
+    for candidate in (recorded, path.parent / recorded.name):
+        if candidate.is_file():
+            have = file_sha256(candidate)
+            if have != base["sha256"]:
+                raise CheckpointError(f"{path}: adapter trained on base {base['sha256'][:12]}, but {candidate} is "
+                                      f"{have[:12]}; use the checkpoint it was trained on")
+            return candidate
+    raise CheckpointError(f"{path}: its base checkpoint {recorded} (sha256 {base['sha256'][:12]}) is missing; "
+                          f"put it back at that path or next to the adapter")
+
+
+def _load_adapter(path: Path, ckpt: dict, tokenizer: TokenizerLike | None,
+                  device: str | torch.device) -> tuple[SpongeBob, dict]:
+    """The base with the adapter applied and merged into its weights."""
+    model, _ = load_model(find_base(path, ckpt["base"]), tokenizer)
+    lora = ckpt["lora"]
+    apply_lora(model, lora["rank"], lora["alpha"], 0.0, tuple(lora["targets"]))
+    missing, unexpected = model.load_state_dict(ckpt["adapters"], strict=False)
+    expected = set(adapter_state(model))
+    if unexpected or expected - set(ckpt["adapters"]):
+        raise CheckpointError(f"{path}: adapters do not match their config (unexpected {unexpected[:3]})")
+    return merge_lora(model).to(device).eval(), {**ckpt.get("meta", {}), "adapter": {**lora, "base": ckpt["base"]}}
+
+
 def load_model(path: str | Path, tokenizer: TokenizerLike | None = None,
                device: str | torch.device = "cpu") -> tuple[SpongeBob, dict]:
-    """Rebuild the model from a checkpoint alone. Returns (model in eval mode, checkpoint meta)."""
+    """Rebuild the model from a checkpoint alone (an adapter: its base, merged with it).
+    Returns (model in eval mode, checkpoint meta)."""
     ckpt = read_checkpoint(path)
+    if ckpt["format"] == ADAPTER_FORMAT:
+        return _load_adapter(Path(path), ckpt, tokenizer, device)
     try:
         config = ModelConfig.from_dict(ckpt["config"])
     except (TypeError, ValueError) as e:

@@ -94,7 +94,7 @@ def test_every_collective_runs_on_the_models_device(tmp_path, monkeypatch):
     """NCCL takes only CUDA tensors. On a CPU the same mistake is caught by making the default
     device 'meta' while the model and data sit on the CPU: a tensor made without device=...
     lands on meta, and the wrapper refuses it as NCCL would refuse a CPU tensor."""
-    import trainer.engine as engine
+    import trainer.step as engine
     cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(tmp_path), batch_size=2))
     torch.manual_seed(0)
     t = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=8), None, {"vocab_size": 6400},

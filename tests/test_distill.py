@@ -12,7 +12,7 @@ from model import IGNORE_INDEX as IGN
 from model import read_checkpoint
 from test_pretrain import write_corpus
 from test_sft import REPO, TINY, run
-from trainer.engine import default_loss, loss_normaliser
+from trainer.step import default_loss, loss_normaliser
 from trainer.losses import TeacherLoss, distillation_loss, reasoning_weights
 
 THINK, THINK_END, ANSWER, ANSWER_END, IM_END = 3, 4, 5, 6, 2

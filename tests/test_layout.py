@@ -126,8 +126,8 @@ def test_no_entry_script_imports_another():
 
 def test_model_package_is_the_network_only():
     model_files = {p.name for p in (REPO / "model").glob("*.py")}
-    assert model_files == {"__init__.py", "__main__.py", "config.py", "model.py", "loss.py", "masks.py", "checkpoint.py",
-                           "hf.py"}
+    assert model_files == {"__init__.py", "__main__.py", "config.py", "model.py", "loss.py", "masks.py", "lora.py",
+                           "checkpoint.py", "hf.py"}
     graph = import_graph()
     # What the network may load: itself, the tokenizer's identity, and the cache class of
     # generation (at call time only). `python -m model` (__main__) demonstrates it through inference/.

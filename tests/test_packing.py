@@ -18,7 +18,7 @@ from test_ddp import free_port
 from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
 from trainer.distributed import DistInfo, init_distributed, shutdown
-from trainer.engine import loss_normaliser
+from trainer.step import loss_normaliser
 from trainer.losses import TeacherLoss, reasoning_weights
 
 

@@ -4,7 +4,8 @@ shares (run.py, chat_data.py), precision and MFU, DDP, checkpoints and exact res
 Not here: the network (model/), the data readers and Datasets (dataset/), a stage's own choices (the stage scripts).
 """
 from .config import ConfigError, TrainConfig, parse_config
-from .engine import Trainer, TrainingError, default_loss, loss_normaliser
+from .engine import Trainer, TrainingError
+from .step import default_loss, loss_normaliser
 from .run import StageData, build_model, cli_config, run_stage
 
 __all__ = ["ConfigError", "TrainConfig", "parse_config", "Trainer", "TrainingError", "default_loss",

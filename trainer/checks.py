@@ -14,6 +14,7 @@ from dataset.chat_formats import CHAT_FORMATS
 from dataset.packing import PACKING_MODES
 from dataset.sft_tokenize import TRUNCATION_POLICIES as TRUNCATION
 from model import ModelConfig, get_preset
+from model.lora import parse_targets
 from .cli import shown_path
 from .config import ConfigError, TrainConfig
 from .device import DTYPES
@@ -46,7 +47,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.data_format and cfg.data_format not in CHAT_FORMATS:
         raise ConfigError(f"--data_format {cfg.data_format}: choose one of {', '.join(CHAT_FORMATS)} "
                           "(or leave it out to detect the format)")
-    packing = getattr(cfg, "packing", None)  # the chat stages' option (trainer/chat_data.py)
+    if getattr(cfg, "lora_rank", 0):  # the fine-tuning stages' options (trainer/chat_data.py)
+        check_lora(cfg)
+    packing = getattr(cfg, "packing", None)
     if packing is not None and packing not in PACKING_MODES:
         raise ConfigError(f"--packing {packing}: choose {', '.join(PACKING_MODES)}")
     if cfg.dtype != "auto" and cfg.dtype not in DTYPES:
@@ -56,6 +59,16 @@ def check_config(cfg: TrainConfig) -> None:
     bad_epochs = [e for e in cfg.save_at_epochs if not 0 < e <= cfg.epochs]
     if bad_epochs:
         raise ConfigError(f"--save_at_epochs {bad_epochs[0]:g}: must be within the run's (0, {cfg.epochs}] epochs")
+
+
+def check_lora(cfg: TrainConfig) -> None:
+    if cfg.lora_rank < 0 or cfg.lora_alpha < 0 or not 0 <= cfg.lora_dropout < 1:
+        raise ConfigError(f"--lora_rank {cfg.lora_rank}, --lora_alpha {cfg.lora_alpha:g}, --lora_dropout "
+                          f"{cfg.lora_dropout:g}: rank and alpha 0 or more, dropout in [0, 1)")
+    try:
+        parse_targets(cfg.lora_target)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_out_dir(out_dir: str) -> None:

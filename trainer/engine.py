@@ -23,7 +23,6 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -31,59 +30,32 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model import IGNORE_INDEX, save_model, token_loss, unwrap
-from model.masks import document_mask
+from model import save_adapter, save_model, unwrap
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
-from .device import autocast, make_scaler, matmul_params, peak_flops, step_flops
+from .device import make_scaler, matmul_params, peak_flops
 from .distributed import DistInfo, all_reduce_sum
 from .metrics import MetricsLog, SpikeDetector, start_wandb
 from .optim import make_optimizer, set_lr
 from .prefetch import Prefetcher
 from .resume import check_resumable, restore_rng, rng_state
 from .schedule import lr_at
-
-Batch = dict[str, torch.Tensor]
-# loss_fn(logits, batch) -> summed (not averaged) loss over the batch's trained tokens.
-# Without one, the model computes its own cross-entropy chunk by chunk (model/loss.py),
-# never holding the full logits.
-LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
-MODEL_INPUTS = ("input_ids", "targets", "loss_weight", "position_ids", "attn_mask")
-STATS = ("loss_sum", "count", "tokens", "stop", "nonfinite", "grad_norm")  # one device vector per step
+from .step import STATS, Batch, LossFn, StepMixin
 
 
 class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, out of memory); the message says what to do."""
 
+class Trainer(StepMixin):
+    """Setup, resume, checkpoints, the loop and its logging; the step's math is StepMixin's (step.py)."""
 
-def default_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """The summed cross-entropy from logits (the engine's own default skips the logits)."""
-    return token_loss(logits, batch["targets"], batch.get("loss_weight"), reduction="sum")
-
-
-def loss_normaliser(batch: Batch) -> torch.Tensor:
-    """What the summed loss is divided by: the number of trained tokens, or
-    their total weight when the batch carries per-token weights."""
-    valid = (batch["targets"] != IGNORE_INDEX).float()
-    weight = batch.get("loss_weight")
-    return (valid if weight is None else valid * weight.float()).sum()
-
-
-def batch_tokens(batch: Batch) -> tuple[int, int]:
-    """(non-padding positions, attended (query, key) pairs) of a CPU batch, for throughput and MFU."""
-    lens = batch.get("seq_lens")
-    if lens is None:
-        rows, width = batch["input_ids"].shape
-        return rows * width, rows * width * (width + 1) // 2
-    lens = lens.long()
-    return int(lens.sum()), int((lens * (lens + 1) // 2).sum())
-
-
-class Trainer:
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, train_data: Any, val_data: Any,
                  tokenizer_identity: dict, stage: str, device: torch.device, dtype: torch.dtype,
-                 dist: DistInfo, data_identity: str = "", loss_fn: LossFn | None = None):
+                 dist: DistInfo, data_identity: str = "", loss_fn: LossFn | None = None,
+                 adapter_base: dict | None = None):
         self.cfg, self.stage, self.device, self.dtype, self.dist = cfg, stage, device, dtype, dist
+        # A LoRA run: {"path", "sha256", "rank", "alpha", "targets"}; its checkpoints hold only adapters.
+        self.adapter_base = adapter_base
         self.train_data, self.val_data, self.loss_fn = train_data, val_data, loss_fn
         self.tokenizer_identity, self.data_identity = tokenizer_identity, data_identity
         self.paths = RunPaths(Path(cfg.out_dir), stage)
@@ -169,8 +141,16 @@ class Trainer:
         if bad:
             raise TrainingError(f"refusing to save non-finite weights ({bad[0]} and {len(bad) - 1} more) at step "
                                 f"{self.step}; last good checkpoint: {self.last_saved or 'none saved yet'}")
-        save_model(self.paths.weights, self.model, self.tokenizer_identity, self._meta(val_loss))
+        self._save_weights(self.paths.weights, val_loss)
         self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
+
+    def _save_weights(self, path: Path, val_loss: float | None) -> None:
+        if self.adapter_base is None:
+            save_model(path, self.model, self.tokenizer_identity, self._meta(val_loss))
+            return
+        base = {k: self.adapter_base[k] for k in ("path", "sha256")}
+        lora = {k: self.adapter_base[k] for k in ("rank", "alpha", "targets")}
+        save_adapter(path, self.model, self.tokenizer_identity, base, lora, self._meta(val_loss))
 
     # ------------------------------------------------------------------ one step
     def _micro_batches(self) -> Iterator[list[Batch]]:
@@ -185,102 +165,6 @@ class Trainer:
                 chunk = [b for _, b in zip(range(self.cfg.accumulation_steps), stream)]
                 yield chunk
                 step += 1
-
-    def _prepare(self, micro_batches: list[Batch]) -> tuple[list[Batch], int, float]:
-        """On the prefetch thread: count tokens and FLOPs on the CPU, pin for an async copy."""
-        tokens = pairs = 0
-        for batch in micro_batches:
-            t, p = batch_tokens(batch)
-            tokens, pairs = tokens + t, pairs + p
-        c = self.model.config
-        flops = step_flops(self.matmul_n, c.n_layers, c.dim, tokens, pairs)
-        pin = self.device.type == "cuda"
-        moved = [{k: (v.pin_memory() if pin else v) for k, v in b.items() if k != "seq_lens"} for b in micro_batches]
-        return moved, tokens, flops
-
-    def _to_device(self, batch: Batch) -> Batch:
-        moved = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k != "seq_lens"}
-        if "doc_ids" in moved:  # packed rows: built here, outside any compiled region (model/masks.py)
-            moved["attn_mask"] = document_mask(moved.pop("doc_ids"))
-        return moved
-
-    def _loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-        """The summed loss of one micro-batch: the model's own chunked cross-entropy, or loss_fn on logits."""
-        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        ids = inputs.pop("input_ids")
-        if self.loss_fn is None:
-            return model(ids, **inputs, reduction="sum", return_logits=False).loss
-        inputs.pop("targets"), inputs.pop("loss_weight", None)
-        return self.loss_fn(model(ids, **inputs).logits, batch)
-
-    def train_step(self, micro_batches: list[Batch], tokens: int = 0) -> torch.Tensor:
-        """Forward/backward over all micro-batches, then one guarded optimizer update.
-        Returns the step's statistics (STATS) as one tensor on the device; nothing is read back.
-
-        Exact normalisation: the loss is summed over trained tokens, and the gradient is
-        divided by the trained-token count of the WHOLE step (all micro-batches, all
-        ranks), so N micro-batches of b rows give exactly the gradient of one batch of
-        N*b rows, even when masks leave different numbers of trained tokens in each.
-        """
-        batches = [self._to_device(b) for b in micro_batches]
-        local = torch.zeros(len(STATS), device=self.device)
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = nullcontext() if (last or not self.dist.enabled) else self.train_model.no_sync()
-            with sync, autocast(self.device, self.dtype):
-                loss = self._loss(self.train_model, batch)
-            self.scaler.scale(loss / self.loss_divisor).backward()
-            local[0] += loss.detach().float()
-            local[1] += loss_normaliser(batch)
-        local[2] = tokens or sum(b["input_ids"].numel() for b in batches)
-        local[3] = float(self._stop_requested)
-        stats = all_reduce_sum(local)  # the one collective of the step: loss, count, tokens, stop flag
-        count = stats[1].clamp(min=1.0)
-        # DDP averaged the gradients over ranks; undo the constant divisor, divide by the true count.
-        factor = self.loss_divisor * self.dist.world_size / count
-        self.scaler.unscale_(self.optimizer)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        torch._foreach_mul_(grads, factor)
-        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip, foreach=True)
-        nonfinite = ~torch.isfinite(stats[0])
-        if not self.scaler.is_enabled():  # fp16's scaler skips overflowing steps itself
-            nonfinite = nonfinite | ~torch.isfinite(grad_norm)
-        self._update(nonfinite)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        stats[4] = nonfinite.float()
-        stats[5] = grad_norm.float()
-        return stats
-
-    def _update(self, nonfinite: torch.Tensor) -> None:
-        """The optimizer step, skipped when the step was not finite. The fused AdamW takes the
-        verdict as a device tensor and skips on the device (no sync); fp16's GradScaler hands it
-        its own. Only a non-fused optimizer needs the host to decide."""
-        if self.scaler.is_enabled():
-            self.scaler.step(self.optimizer)
-        elif self.fused:
-            self.optimizer.found_inf = nonfinite.float()
-            self.optimizer.step()
-            del self.optimizer.found_inf
-        elif not bool(nonfinite):
-            self.optimizer.step()
-
-    @torch.no_grad()
-    def evaluate(self) -> float | None:
-        """Mean validation loss over up to --eval_batches micro-batches (all ranks)."""
-        if self.val_data is None or self.val_data.num_batches(self.cfg.batch_size) == 0:
-            return None
-        self.train_model.eval()
-        total = torch.zeros(2, device=self.device)
-        stream = self.val_data.batches(self.cfg.batch_size, epoch=0)
-        for _, batch in zip(range(self.cfg.eval_batches), stream):
-            batch = self._to_device(batch)
-            with autocast(self.device, self.dtype):
-                total += torch.stack([self._loss(self.model, batch).float(), loss_normaliser(batch)])
-        self.train_model.train()
-        loss_sum, count = all_reduce_sum(total).tolist()
-        return loss_sum / max(count, 1.0)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> float | None:
@@ -345,8 +229,7 @@ class Trainer:
         if final or step % cfg.save_interval == 0:
             self.save(val_loss)
         if step in self.milestones and self.dist.is_main:
-            save_model(self.paths.milestone(self.milestones[step]), self.model, self.tokenizer_identity,
-                       self._meta(val_loss))
+            self._save_weights(self.paths.milestone(self.milestones[step]), val_loss)
         if stop:
             self.save(val_loss)
             raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus --resume")
@@ -371,6 +254,9 @@ class Trainer:
                "grad_norm": values["grad_norm"] / steps, "stop": values["stop"] > 0}
         if self.peak_flops:
             row["mfu"] = flops / max(seconds, 1e-9) / self.peak_flops
+        read_metrics = getattr(self.loss_fn, "read_metrics", None)  # a stage's own (DPO's rewards)
+        if read_metrics is not None:
+            row.update(read_metrics(all_reduce_sum))
         if math.isfinite(loss) and self.spikes.update(loss):
             row["spike"] = True
             if self.dist.is_main:
@@ -392,6 +278,9 @@ class Trainer:
         postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.2e}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
         if "mfu" in row:
             postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
+        for key, short in (("rewards/accuracies", "acc"), ("rewards/margins", "margin")):  # DPO's
+            if key in row:
+                postfix[short] = f"{row[key]:.3f}"
         bar.set_postfix(postfix, refresh=False)
 
     def _install_sigint(self) -> Any:

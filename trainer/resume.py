@@ -14,7 +14,8 @@ MUST_MATCH = ("data_path", "val_fraction", "max_seq_len", "batch_size", "accumul
               "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2",
               "grad_clip", "seed", "preset", "init", "text_field", "data_format", "truncation", "hidden_size",
               "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
-              "max_position_embeddings", "tie_word_embeddings", "packing")
+              "max_position_embeddings", "tie_word_embeddings", "packing", "lora_rank", "lora_alpha",
+              "lora_dropout", "lora_target")
 
 
 def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identity: str) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from model import SpongeBob, load_model
+from model import SpongeBob, file_sha256, load_model
+from model.lora import adapter_parameters, apply_lora, parse_targets
 from tokenizer import SpongeTokenizer, load_tokenizer
 from .checkpoints import RunPaths, list_states
 from .checks import check_config, check_init_file, check_out_dir, check_seq_len, model_config
@@ -57,11 +58,16 @@ def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: 
 
 
 def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
-    """The stage's starting model: --init if given, else a fresh --preset with the shape flags over it."""
+    """The stage's starting model: --init if given (with LoRA adapters on it under --lora_rank),
+    else a fresh --preset with the shape flags over it."""
     if cfg.init:
         check_init_file(cfg.init)
         model, _ = load_model(cfg.init, tokenizer=tok)
         check_seq_len(cfg, model.config, f"--init {cfg.init}")
+        if getattr(cfg, "lora_rank", 0):
+            torch.manual_seed(cfg.seed)  # the same seed gives the same adapter initialisation
+            apply_lora(model, cfg.lora_rank, cfg.lora_alpha or 2.0 * cfg.lora_rank, cfg.lora_dropout,
+                       parse_targets(cfg.lora_target))
         return model.train()
     config = model_config(cfg, tok.vocab_size)
     check_seq_len(cfg, config, "the model (--max_position_embeddings)")
@@ -88,6 +94,15 @@ def estimate_for(cfg: TrainConfig, model: SpongeBob, dtype: torch.dtype) -> floa
     return estimate_peak_bytes(model.config, model.num_parameters(), cfg.batch_size, cfg.max_seq_len, dtype)
 
 
+def adapter_base(cfg: TrainConfig, model: SpongeBob) -> dict | None:
+    """A LoRA run saves only its adapters, with the identity of the checkpoint under them."""
+    if not adapter_parameters(model):
+        return None
+    return {"path": cfg.init, "sha256": file_sha256(cfg.init),
+            "rank": cfg.lora_rank, "alpha": cfg.lora_alpha or 2.0 * cfg.lora_rank,
+            "targets": list(parse_targets(cfg.lora_target))}
+
+
 def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, trainer: Trainer,
              device: torch.device, dtype: torch.dtype, dist: DistInfo) -> str:
     c = model.config
@@ -98,9 +113,12 @@ def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, tr
         length = f"capped by --max_steps {cfg.max_steps}; {cfg.epochs} epoch(s) would be {planned}"
     else:
         length = f"--epochs {cfg.epochs} x {trainer.steps_per_epoch} per epoch"
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lora = (f"; LoRA rank {cfg.lora_rank} on {cfg.lora_target}: {trainable:,} trainable "
+            f"({trainable / model.num_parameters():.2%})" if getattr(cfg, "lora_rank", 0) else "")
     return "\n".join([
         f"[{stage}] model: {model.num_parameters():,} params ({start}; dim {c.dim}, {c.n_layers} layers, "
-        f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim})",
+        f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim}){lora}",
         f"[{stage}] data: {data.description}",
         f"[{stage}] device {device}, dtype {str(dtype).replace('torch.', '')}, {dist.world_size} process(es)"
         f"{', compiled' if cfg.compile else ''}",
@@ -155,7 +173,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
     trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
-                      data_identity=data.identity, loss_fn=loss_fn)
+                      data_identity=data.identity, loss_fn=loss_fn, adapter_base=adapter_base(cfg, model))
     if dist.is_main:
         print(describe(cfg, stage, model, data, trainer, device, dtype, dist))
         for line in warnings_for(cfg, trainer, device):
