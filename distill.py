@@ -22,7 +22,7 @@ from functools import partial
 
 import torch
 
-from model import CheckpointError, load_model
+from model import CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer
 from trainer import StageData, cli_config, run_stage
 from trainer.chat_data import ChatConfig, chat_data
@@ -59,7 +59,8 @@ def build_data(cfg: DistillConfig, tok: SpongeTokenizer, dist: DistInfo) -> Stag
     return data
 
 
-def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device) -> TeacherLoss | None:
+def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device,
+               model: SpongeBob | None = None) -> TeacherLoss | None:
     """Cross-entropy on the weighted tokens, or the teacher's mix with --teacher."""
     if not cfg.teacher:
         return None

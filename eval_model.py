@@ -7,6 +7,8 @@ Model modes (which stage's checkpoint is loaded from --out_dir, `out` by default
   2  distill    <out_dir>/distill.pth    chat that thinks: the thinking is shown dimmed (labelled
                                          [思考] when not on a terminal), then the answer; --hide_think
   3  sft_long   <out_dir>/sft_long.pth   chat with longer context
+  4  dpo        <out_dir>/dpo.pth        chat, after preference optimisation
+  5  grpo       <out_dir>/grpo.pth       chat that thinks, after reinforcement learning (as mode 2)
 
 Where the prompts come from (mode 0):
   --prompt TEXT    that one prompt: prints the prompt, then streams its continuation
@@ -44,19 +46,17 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import TextIO
 
 import torch
 
 from dataset.chat_formats import CHAT_FORMATS
-from dataset.readers import DataError, SkipStats
-from evaluation.batch_eval import evaluate_samples, format_report, load_samples
-from evaluation.reasoning_metrics import budget_label, format_table
+from evaluation.commands import batch_evaluation
+from dataset.preference import PREF_FORMATS
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
 from inference.generate import SamplingConfig, generate
-from inference.loading import MODEL_MODES, MODES_HELP, UserError, load
+from inference.loading import MODEL_MODES, MODES_HELP, REASONING_MODES, UserError, load
 from inference.streaming import stream_text
 from inference.think_split import ANSWER, ThinkSplitter
 from model import SpongeBob
@@ -108,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "assistant turn is the reference. Reports BLEU-4, ROUGE, loss/perplexity and speed")
     p.add_argument("--out", default=None, help="with --eval_file: write predictions JSONL (prompt, label, predict) here")
     p.add_argument("--max_samples", type=int, default=None, help="with --eval_file: evaluate only the first N samples")
-    p.add_argument("--data_format", default=None, choices=CHAT_FORMATS,
+    p.add_argument("--data_format", default=None, choices=sorted(set(CHAT_FORMATS) | set(PREF_FORMATS)),
                    help="with --eval_file: read it as this format instead of detecting it")
+    p.add_argument("--ref_ckpt", default=None,
+                   help="with --eval_file of preference pairs: the reference for DPO's reward (default <out_dir>/sft.pth)")
+    p.add_argument("--pref_beta", type=float, default=0.1,
+                   help="with --eval_file of preference pairs: beta of DPO's reward (dpo.py's --pref_beta)")
     p.add_argument("--skip_bad", action="store_true",
                    help="with --eval_file: skip and count bad records instead of stopping at the first")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (cuda, then mps, then cpu)")
@@ -150,7 +154,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         except ValueError:
             parser.error(f"--think_budgets {args.think_budgets}: a comma list of token counts or none, e.g. none,16,64")
     if args.model_mode == 0 and args.system is not None:
-        parser.error("--system: only the chat modes (--model_mode 1, 2 or 3) take a system prompt")
+        parser.error("--system: only the chat modes (--model_mode 1 to 5) take a system prompt")
 
 
 def continuation(model: SpongeBob, tok: SpongeTokenizer, prompt: str, sampling: SamplingConfig,
@@ -237,7 +241,7 @@ def budget_for(args: argparse.Namespace, tok: SpongeTokenizer, max_think_tokens:
 
 def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampling: SamplingConfig) -> None:
     """Modes 1-3. Mode 2 shows its thinking apart from its answer and keeps only answers in the history."""
-    reasoning = args.model_mode == 2
+    reasoning = args.model_mode in REASONING_MODES
     session = ChatSession(model, tok, sampling, system=args.system, seed=args.seed,
                           history_turns=0 if args.no_history else args.history_turns,
                           budget=budget_for(args, tok, args.max_think_tokens), keep_thinking=not reasoning)
@@ -274,42 +278,6 @@ def answer_only(chunks: Iterable[str]) -> Iterator[str]:
     for chunk in chunks:
         yield from (text for kind, text in splitter.feed(chunk) if kind == ANSWER)
     yield from (text for kind, text in splitter.flush() if kind == ANSWER)
-
-
-def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer,
-                     sampling: SamplingConfig) -> None:
-    """--eval_file: predictions for every conversation, then the report on stdout."""
-    path = Path(args.eval_file)
-    if not path.is_file():
-        raise UserError(f"--eval_file {path}: no such file")
-    skip = SkipStats() if args.skip_bad else None
-    try:
-        samples = load_samples(path, tok, chat=args.model_mode != 0, data_format=args.data_format,
-                               skip=skip, max_samples=args.max_samples)
-    except DataError as e:
-        raise UserError(str(e)) from None
-    if skip is not None:
-        print(skip.summary(), file=sys.stderr)
-    if not samples:
-        raise UserError(f"--eval_file {path}: no conversation to evaluate")
-    out = Path(args.out) if args.out else None
-    if args.think_budgets is None:
-        report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=out,
-                                  budget=budget_for(args, tok, args.max_think_tokens))
-        print(format_report(report))
-        if out is not None:
-            print(f"predictions: {out}", file=sys.stderr)
-        return
-    rows = []
-    for cap in args.think_budgets:  # one pass over the samples per setting
-        where = out.with_name(f"{out.stem}.think-{cap if cap is not None else 'none'}{out.suffix}") if out else None
-        report = evaluate_samples(model, tok, samples, sampling, seed=args.seed, out_path=where,
-                                  budget=budget_for(args, tok, cap))
-        if "reasoning" not in report:
-            raise UserError(f"--think_budgets: {path} has no <answer> in its references to score against")
-        rows.append((budget_label(cap, args.min_think_tokens, args.continue_word if args.min_think_tokens else None),
-                     report["reasoning"]))
-    print(format_table(rows))
 
 
 def run(args: argparse.Namespace) -> None:

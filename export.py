@@ -6,6 +6,9 @@
   python export.py --model_mode 2 --format gguf --dtype f16
       -> out/export/distill-f16.gguf   one GGUF file (f32, f16 or q8_0 weights)
   python export.py --out_dir runs/a --model_mode 1     runs/a/sft.pth -> runs/a/export/sft-hf/
+  python export.py --ckpt out/sft.pth --format peft    a LoRA run's adapter -> out/export/sft-peft/
+      (adapter_config.json + adapter_model.safetensors for Hugging Face peft, on the
+      hf export of the adapter's base; hf and gguf exports of an adapter merge it in)
 
 --model_mode picks a stage's checkpoint in --out_dir as eval_model.py does.
 
@@ -28,7 +31,8 @@ from pathlib import Path
 from exporters.gguf_file import GGUF_DTYPES, write_gguf
 from exporters.hf_dir import WEIGHTS_FILE, write_hf_export
 from inference.loading import MODEL_MODES, MODES_HELP, checkpoint_path
-from model import CheckpointError, SpongeBob, load_model
+from exporters.peft_dir import ADAPTER_WEIGHTS, write_peft_export
+from model import ADAPTER_FORMAT, CheckpointError, ModelConfig, SpongeBob, load_model, read_checkpoint
 from tokenizer import TokenizerError, load_tokenizer
 from trainer.cli import OneLineParser, shown_path
 
@@ -44,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=MODES_HELP + "; exports that stage's checkpoint in --out_dir")
     p.add_argument("--out_dir", default="out",
                    help="the folder the training stages wrote to; exports go to its export/ folder by default")
-    p.add_argument("--format", choices=("hf", "gguf"), default="hf",
-                   help="hf: a transformers LlamaForCausalLM directory; gguf: one file for llama.cpp/Ollama")
+    p.add_argument("--format", choices=("hf", "gguf", "peft"), default="hf",
+                   help="hf: a transformers LlamaForCausalLM directory; gguf: one file for llama.cpp/Ollama; "
+                        "peft: a LoRA checkpoint's adapter alone, for Hugging Face peft")
     p.add_argument("--export_dir", default=None,
-                   help="hf: output directory (default <out_dir>/export/<ckpt name>-hf)")
+                   help="hf/peft: output directory (default <out_dir>/export/<ckpt name>-hf or -peft)")
     p.add_argument("--out_file", default=None,
                    help="gguf: output file (default <out_dir>/export/<ckpt name>-<dtype>.gguf)")
     p.add_argument("--dtype", choices=GGUF_DTYPES, default="f32",
@@ -61,43 +66,43 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.ckpt is None) == (args.model_mode is None):
         parser.error("say which checkpoint: --model_mode N (a stage's, in --out_dir) or --ckpt FILE, one of them")
-    if args.format == "hf" and args.out_file is not None:
-        parser.error("--out_file is for --format gguf; use --export_dir with --format hf")
+    if args.format != "gguf" and args.out_file is not None:
+        parser.error(f"--out_file is for --format gguf; use --export_dir with --format {args.format}")
     if args.format == "gguf" and args.export_dir is not None:
-        parser.error("--export_dir is for --format hf; use --out_file with --format gguf")
-    if args.format == "hf" and args.dtype != "f32":
-        parser.error("--dtype is for --format gguf; the hf export is always f32")
+        parser.error("--export_dir is for --format hf or peft; use --out_file with --format gguf")
+    if args.format != "gguf" and args.dtype != "f32":
+        parser.error(f"--dtype is for --format gguf; the {args.format} export is always f32")
 
 
 def output_path(args: argparse.Namespace) -> Path:
     stem = checkpoint_path(args).stem
-    if args.format == "hf":
-        return Path(args.export_dir or Path(args.out_dir) / "export" / f"{stem}-hf")
+    if args.format in ("hf", "peft"):
+        return Path(args.export_dir or Path(args.out_dir) / "export" / f"{stem}-{args.format}")
     return Path(args.out_file or Path(args.out_dir) / "export" / f"{stem}-{args.dtype}.gguf")
 
 
-def check_target(target: Path, is_dir: bool, overwrite: bool) -> None:
+def check_target(target: Path, is_dir: bool, overwrite: bool, marker: str = WEIGHTS_FILE) -> None:
     """Refuse to clobber anything but a previous export of the same kind, and that only on request."""
     if not target.exists() and not target.is_symlink():
         return
     if not overwrite:
         raise UserError(f"{target} already exists; pass --overwrite to replace it")
-    if is_dir and not (target / WEIGHTS_FILE).is_file():
-        # --out_dir . or a typo must never wipe a directory that is not ours.
-        raise UserError(f"{target} exists and holds no {WEIGHTS_FILE}; refusing to replace it")
+    if is_dir and not (target / marker).is_file():
+        # --export_dir . or a typo must never wipe a directory that is not ours.
+        raise UserError(f"{target} exists and holds no {marker}; refusing to replace it")
     if not is_dir and not target.is_file():
         raise UserError(f"{target} exists and is not a file; refusing to replace it")
 
 
 @contextmanager
-def staged_output(target: Path, is_dir: bool, overwrite: bool) -> Iterator[Path]:
+def staged_output(target: Path, is_dir: bool, overwrite: bool, marker: str = WEIGHTS_FILE) -> Iterator[Path]:
     """Yield a temporary sibling of target to write into.
 
     On success it is renamed over target (a rename within one directory is
     atomic); on any failure or Ctrl-C it is deleted, so no half-written
     export is ever left where a user or a tool would pick it up.
     """
-    check_target(target, is_dir, overwrite)
+    check_target(target, is_dir, overwrite, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix, suffix = f".{target.name}.", ".tmp"
     if is_dir:
@@ -141,11 +146,32 @@ def describe(model: SpongeBob, target: Path) -> str:
     return f"wrote {target} ({n_params:,} parameters, {head} head, {size / 1e6:.1f} MB)"
 
 
+def export_peft(args: argparse.Namespace, ckpt: Path) -> str:
+    """The adapter alone, for peft; its base goes to Hugging Face with --format hf."""
+    try:
+        raw = read_checkpoint(ckpt)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    if raw["format"] != ADAPTER_FORMAT:
+        raise UserError(f"{ckpt}: --format peft needs a LoRA adapter checkpoint (a run with --lora_rank); "
+                        "this one holds full weights: use --format hf")
+    base = Path(raw["base"]["path"])
+    base_hf = str(Path(args.out_dir) / "export" / f"{base.stem}-hf")
+    target = output_path(args)
+    with staged_output(target, is_dir=True, overwrite=args.overwrite, marker=ADAPTER_WEIGHTS) as tmp:
+        write_peft_export(raw["adapters"], raw["lora"], ModelConfig.from_dict(raw["config"]), base_hf, tmp)
+    n = sum(t.numel() for t in raw["adapters"].values())
+    return (f"wrote {target} ({n:,} adapter parameters, rank {raw['lora']['rank']}); its base {base} goes to "
+            f"Hugging Face with: python export.py --ckpt {base} --format hf --export_dir {base_hf}")
+
+
 def run(args: argparse.Namespace) -> str:
     ckpt = checkpoint_path(args)
     if not ckpt.is_file():
         how = "check the path" if args.ckpt else f"train that stage with --out_dir {args.out_dir} first, or pass --ckpt"
         raise UserError(f"{shown_path(ckpt)}: checkpoint not found; {how}")
+    if args.format == "peft":
+        return export_peft(args, ckpt)
     try:
         tok = load_tokenizer(args.tokenizer_dir)
         model, _ = load_model(ckpt, tokenizer=tok)

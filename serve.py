@@ -32,8 +32,9 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_mode", type=int, default=1, choices=[1, 2, 3],
-                   help="1 sft, 2 distill (thinks), 3 sft_long; picks the checkpoint in --out_dir as eval_model.py does")
+    p.add_argument("--model_mode", type=int, default=1, choices=[1, 2, 3, 4, 5],
+                   help="1 sft, 2 distill (thinks), 3 sft_long, 4 dpo, 5 grpo (thinks); picks the checkpoint "
+                        "in --out_dir as eval_model.py does")
     p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
     p.add_argument("--ckpt", default=None, help="checkpoint to serve instead of the mode's <out_dir>/<stage>.pth")
     p.add_argument("--host", default="127.0.0.1",

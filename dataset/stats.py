@@ -29,6 +29,7 @@ from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 from tokenizer.specials import THINK
 
 from .chat_formats import CHAT_FORMATS, detect_format, iter_conversations
+from .preference import detect_pref_format, iter_pairs
 from .chat_mask import render_with_spans
 from .readers import DataError, SkipStats, iter_records, iter_texts
 
@@ -52,7 +53,8 @@ def detect_kind(path: Path, data_format: str | None, text_field: str | None) -> 
     records = iter_records(path, SkipStats())
     try:
         for _, record in records:
-            return detect_format(record)
+            pref = detect_pref_format(record)
+            return f"{pref} preference pairs" if pref else detect_format(record)
     finally:
         records.close()
     return None
@@ -62,6 +64,13 @@ def _chat_items(path: Path, data_format: str | None, skip: SkipStats) -> Iterato
     # Each conversation as its pieces: role, content, role, content, ...
     for _, messages in iter_conversations(path, data_format, skip):
         yield [part for m in messages for part in (m["role"], m["content"])]
+
+
+def _pref_items(path: Path, skip: SkipStats) -> Iterator[list[str]]:
+    # Each pair as its two conversations, prompt + chosen and prompt + rejected: what dpo.py trains on.
+    for _, (prompt, chosen, rejected) in iter_pairs(path, None, skip):
+        for reply in (chosen, rejected):
+            yield [part for m in prompt for part in (m["role"], m["content"])] + ["assistant", reply]
 
 
 def _text_items(path: Path, text_field: str | None, skip: SkipStats) -> Iterator[list[str]]:
@@ -128,7 +137,10 @@ def file_stats(path: str | Path, tok: SpongeTokenizer, data_format: str | None =
     skip = SkipStats()
     # Pass the user's --data_format, not the detected one: without it, records
     # in a different format than the first are counted as 'mixed formats'.
-    items = _chat_items(path, data_format, skip) if fmt else _text_items(path, text_field, skip)
+    if fmt and fmt.endswith("preference pairs"):
+        items = _pref_items(path, skip)
+    else:
+        items = _chat_items(path, data_format, skip) if fmt else _text_items(path, text_field, skip)
     counter = _Counter(tok, chat=fmt is not None)
     # disable=None: no bar when stderr is not a terminal (logs, tests).
     with tqdm(desc=f"reading {path.name}", unit=" rec", disable=None, leave=False) as bar:
@@ -146,7 +158,9 @@ def file_stats(path: str | Path, tok: SpongeTokenizer, data_format: str | None =
 def format_report(s: dict) -> str:
     """The compact, human-readable report of one file_stats() dict."""
     early = " (--max_records reached)" if s["stopped_early"] else ""
-    lines = [f"{s['path']}: {s['records']:,} records{early}, format {s['format']}"]
+    pairs = s["format"].endswith("preference pairs")
+    what = f"{s['records'] // 2:,} pairs = {s['records']:,} conversations" if pairs else f"{s['records']:,} records"
+    lines = [f"{s['path']}: {what}{early}, format {s['format']}"]
     if s["records"]:
         lines += [
             f"  characters  total {s['chars_total']:,}  mean {s['chars_mean']:.1f}",

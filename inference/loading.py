@@ -23,9 +23,12 @@ MODEL_MODES: dict[int, tuple[str, str]] = {
     1: ("sft", "sft.pth"),
     2: ("distill", "distill.pth"),
     3: ("sft_long", "sft_long.pth"),
+    4: ("dpo", "dpo.pth"),
+    5: ("grpo", "grpo.pth"),
 }
-STAGE_SCRIPTS = {"pretrain": "pretrain.py", "sft": "sft.py", "distill": "distill.py", "sft_long": "sft_long.py"}
-MODES_HELP = "0 pretrain (continue text), 1 sft, 2 distill (thinks), 3 sft_long"
+REASONING_MODES = (2, 5)  # models that think before they answer: <think>...</think><answer>...</answer>
+STAGE_SCRIPTS = {stage: f"{stage}.py" for stage, _ in MODEL_MODES.values()}
+MODES_HELP = "0 pretrain (continue text), 1 sft, 2 distill (thinks), 3 sft_long, 4 dpo, 5 grpo (thinks)"
 
 
 class UserError(Exception):

@@ -22,10 +22,8 @@ from trainer.step import loss_normaliser
 from trainer.losses import TeacherLoss, reasoning_weights
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """40 conversations of 1-3 turns and very different lengths, tokenized as sft.py does."""
-    root = tmp_path_factory.mktemp("chats")
+def chat_rows_file(root):
+    """A chat file of 40 conversations of 1-3 turns and very different lengths."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(40):
@@ -36,8 +34,15 @@ def corpus(tmp_path_factory):
         rows.append({"conversations": turns})
     path = root / "chats.jsonl"
     path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    return pretokenize_chat([path], load_tokenizer(), 256, val_fraction=0.0, cache_root=root / "cache",
-                            show_progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """TESTS_CHAT_ROWS tokenized as sft.py does."""
+    root = tmp_path_factory.mktemp("chats")
+    return pretokenize_chat([chat_rows_file(root)], load_tokenizer(), 256, val_fraction=0.0,
+                            cache_root=root / "cache", show_progress=False)
 
 
 def tiny_model(seed=0):

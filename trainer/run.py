@@ -41,9 +41,10 @@ class StageData:
 
 
 DataBuilder = Callable[[TrainConfig, SpongeTokenizer, DistInfo], StageData]
-# Called once the device is known, so a loss can bring a model of its own (a teacher).
+# Called once the device and the starting model are known, so a loss can bring a model of
+# its own (a teacher, DPO's reference) or use the trained one (LoRA's adapters-off reference).
 # None from it means the default loss.
-LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device], LossFn | None]
+LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device, SpongeBob], LossFn | None]
 
 
 def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
@@ -166,7 +167,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
                          "run once without --resume first")
     model = build_model(cfg, tok)
     fit_memory(cfg, model, device, dtype, dist)
-    loss_fn = build_loss(cfg, tok, device) if build_loss else None  # None: the model's own cross-entropy
+    loss_fn = build_loss(cfg, tok, device, model) if build_loss else None  # None: the model's own CE
     if dist.is_main:
         data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
     barrier()
@@ -190,7 +191,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
 
 def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None = None) -> None:
     """Train one stage, turning user errors into one line and a non-zero exit.
-    build_loss(cfg, tok, device) gives the stage's loss; the default is the
+    build_loss(cfg, tok, device, model) gives the stage's loss; the default is the
     cross-entropy on the trained tokens (weighted when batches carry loss_weight).
     Set SPONGEBOB_DEBUG=1 to get the full traceback instead."""
     debug = bool(os.environ.get("SPONGEBOB_DEBUG"))

@@ -1,0 +1,73 @@
+"""Preference evaluation (eval_model.py --eval_file PAIRS): does a model prefer the chosen replies?
+
+For every pair (dataset/preference.py) both conversations are scored teacher-forced:
+the summed log-probability of each reply's trained tokens (SFT's mask) under the
+model and under a reference (DPO's starting point). Reported:
+
+  chosen preferred   share of pairs whose chosen reply has the higher mean log-prob per
+                     token under the model: reference-free, so before (the SFT model) and
+                     after (the DPO model) compare directly
+  reward accuracy    share of pairs with beta * [(log pi(c) - log ref(c)) - (log pi(r) - log ref(r))] > 0:
+                     DPO's own implicit reward (rewards/accuracies in training); 0 for the reference itself
+  reward margin      the mean of that bracket times beta (rewards/margins)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dataset.chat_mask import shift_targets, tokenize_chat
+from dataset.preference import iter_pairs
+from dataset.readers import SkipStats
+from model import IGNORE_INDEX, SpongeBob
+from tokenizer import SpongeTokenizer
+
+
+@torch.no_grad()
+def reply_logps(model: SpongeBob, tok: SpongeTokenizer, messages: list[dict]) -> tuple[float, int]:
+    """(summed log-prob of the reply's trained tokens, their count), teacher-forced."""
+    ids, mask = tokenize_chat(messages, tok)
+    inputs, targets = shift_targets(ids, mask)
+    device = model.embed.weight.device
+    logits = model(torch.tensor([inputs], device=device)).logits[0]
+    t = torch.tensor(targets, device=device)
+    logp = -F.cross_entropy(logits.float(), t, ignore_index=IGNORE_INDEX, reduction="none")
+    return float(logp.sum()), int((t != IGNORE_INDEX).sum())
+
+
+def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer, path: Path, beta: float,
+                   data_format: str | None = None, skip: SkipStats | None = None,
+                   max_samples: int | None = None) -> dict:
+    limit = model.config.max_position_embeddings
+    n = preferred = rewarded = 0
+    margin = chosen_sum = rejected_sum = 0.0
+    for _, (prompt, chosen, rejected) in iter_pairs(path, data_format, skip):
+        convs = [prompt + [{"role": "assistant", "content": reply}] for reply in (chosen, rejected)]
+        if any(len(tok.apply_chat_template(c, tokenize=True)) > limit for c in convs):
+            continue  # longer than the model's context: not scorable
+        (pc, nc), (pr, nr) = (reply_logps(model, tok, c) for c in convs)
+        (rc, _), (rr, _) = (reply_logps(reference, tok, c) for c in convs)
+        delta = beta * ((pc - rc) - (pr - rr))
+        n += 1
+        preferred += pc / max(nc, 1) > pr / max(nr, 1)
+        rewarded += delta > 0
+        margin, chosen_sum, rejected_sum = margin + delta, chosen_sum + pc, rejected_sum + pr
+        if max_samples and n >= max_samples:
+            break
+    return {"pairs": n, "chosen_preferred": preferred / max(n, 1), "reward_accuracy": rewarded / max(n, 1),
+            "reward_margin": margin / max(n, 1), "logps_chosen": chosen_sum / max(n, 1),
+            "logps_rejected": rejected_sum / max(n, 1)}
+
+
+def format_pref_report(report: dict, beta: float) -> str:
+    return "\n".join([
+        f"pairs              {report['pairs']}",
+        f"chosen preferred   {100 * report['chosen_preferred']:.1f}%   (higher mean log-prob per token, no reference)",
+        f"reward accuracy    {100 * report['reward_accuracy']:.1f}%   (DPO's implicit reward against the reference, "
+        f"beta {beta:g})",
+        f"reward margin      {report['reward_margin']:.3f}",
+        f"logps chosen       {report['logps_chosen']:.2f}",
+        f"logps rejected     {report['logps_rejected']:.2f}",
+    ])
