@@ -45,6 +45,7 @@ from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
 from trainer.device import pick_dtype
+from trainer.memory import available_bytes, fit_batch
 from trainer.distributed import DistInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -94,9 +95,9 @@ def tokenize_throughput(subset: Path, work: Path, args: argparse.Namespace) -> N
 
 # ---------------------------------------------------------------- the three layouts
 
-def engine_for(args: argparse.Namespace, data: SFTDataset, batch_size: int, device: torch.device,
-               dtype: torch.dtype) -> Trainer:
-    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=batch_size, accumulation_steps=1,
+def engine_for(args: argparse.Namespace, data: SFTDataset, batch_size: int, accumulation: int,
+               device: torch.device, dtype: torch.dtype) -> Trainer:
+    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=batch_size, accumulation_steps=accumulation,
                                          max_seq_len=args.max_seq_len, out_dir=str(Path(args.work_dir) / "run"),
                                          warmup_steps=1, device=args.device, epochs=1, compile=False))
     torch.manual_seed(0)  # every layout starts from the same weights
@@ -107,18 +108,29 @@ def compare_layouts(corpus, args: argparse.Namespace, batch_size: int, device: t
                     dtype: torch.dtype) -> None:
     """Interleaved engine steps on each layout's own batches; rates over all timed steps."""
     sets = {mode: SFTDataset(corpus.train, args.max_seq_len, seed=0, packing=mode) for mode in PACKING_MODES}
+    # A step of batch_size rows in micro-batches that fit this machine (trainer/memory.py): 84 rows of
+    # 1024 in one go need more RAM than a 24 GB machine has (the first try of this bench was OOM-killed).
+    config = get_preset(args.preset)
+    plan = fit_batch(config, SpongeBob(config).num_parameters(), batch_size, 1, args.max_seq_len, dtype,
+                     available_bytes(device, 3))  # three models side by side
+    micro, accumulation = plan.batch_size, plan.accumulation_steps
     need = args.repeats + 1
-    short = [m for m, d in sets.items() if d.num_batches(batch_size) < need]
+    short = [m for m, d in sets.items() if d.num_batches(micro) < need * accumulation]
     if short:
-        print(f"  batch {batch_size}: skipped, {short[0]} has fewer than {need} batches in an epoch")
+        print(f"  batch {batch_size}: skipped, {short[0]} has fewer than {need} steps in an epoch")
         return
-    engines = {m: engine_for(args, d, batch_size, device, dtype) for m, d in sets.items()}
-    batches = {m: list(d.batches(batch_size, epoch=0))[:need] for m, d in sets.items()}
+    engines = {m: engine_for(args, d, micro, accumulation, device, dtype) for m, d in sets.items()}
+    batches = {}
+    for m, d in sets.items():
+        stream = list(d.batches(micro, epoch=0))[:need * accumulation]
+        batches[m] = [stream[i:i + accumulation] for i in range(0, len(stream), accumulation)]
+    if accumulation > 1:
+        print(f"  batch {batch_size}: {accumulation} micro-batches of {micro} per step (to fit in memory)")
     totals = {m: [0.0, 0, 0] for m in sets}  # seconds, real tokens, trained tokens
     for i in range(need):
         for mode, engine in engines.items():
-            batch = batches[mode][i]
-            prepared = engine._prepare([batch])
+            step = batches[mode][i]
+            prepared = engine._prepare(step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -127,8 +139,8 @@ def compare_layouts(corpus, args: argparse.Namespace, batch_size: int, device: t
                 torch.cuda.synchronize()
             if i:  # the first step of each is the warm-up
                 totals[mode][0] += time.perf_counter() - start
-                totals[mode][1] += int(batch["seq_lens"].sum())
-                totals[mode][2] += int((batch["targets"] != IGNORE_INDEX).sum())
+                totals[mode][1] += sum(int(b["seq_lens"].sum()) for b in step)
+                totals[mode][2] += sum(int((b["targets"] != IGNORE_INDEX).sum()) for b in step)
     base = totals["none"][2] / totals["none"][0]
     for mode, (seconds, real, trained) in totals.items():
         d = sets[mode]

@@ -184,7 +184,7 @@ class SpongeBob(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
                 loss_weight: torch.Tensor | None = None, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                reduction: str = "mean", return_logits: bool = True) -> ModelOutput:
+                reduction: str = "mean", return_logits: bool = True, last_only: bool = False) -> ModelOutput:
         """idx: (B, T) token ids. targets: (B, T) ids already shifted left by
         one (targets[:, t] is the token after idx[:, t]), IGNORE_INDEX where no
         loss is wanted. loss_weight: optional (B, T) per-token weights.
@@ -194,7 +194,8 @@ class SpongeBob(nn.Module):
         BlockMask (model/masks.py); default causal.
         reduction: "mean" (weighted mean) or "sum" (the engine normalises per step).
         return_logits=False (with targets): the loss is computed chunk by chunk from the
-        hidden states (model/loss.py) and the full logits are never built; logits is None."""
+        hidden states (model/loss.py) and the full logits are never built; logits is None.
+        last_only: logits of the last position only, (B, 1, vocab): all a prefill needs."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
         if position_ids is None and start + T > self.config.max_position_embeddings:
@@ -209,7 +210,7 @@ class SpongeBob(nn.Module):
             x = block(x, cos, sin, cache, attn_mask)
         if cache is not None:
             cache.advance(T)
-        x = self.norm(x)
+        x = self.norm(x[:, -1:] if last_only else x)
         if targets is not None and not return_logits:
             return ModelOutput(None, linear_cross_entropy(x, self.lm_head.weight, targets, loss_weight, reduction))
         logits = self.lm_head(x)

@@ -46,6 +46,19 @@ from .step import STATS, Batch, LossFn, StepMixin
 class TrainingError(RuntimeError):
     """A run that cannot go on (NaN loss, out of memory); the message says what to do."""
 
+
+class _Inline:
+    """The Prefetcher's interface, building each step's batches only when asked (on-policy data)."""
+
+    def __init__(self, source: Iterator, prepare: Callable):
+        self._items = (prepare(item) for item in source)
+
+    def __iter__(self) -> Iterator:
+        return self._items
+
+    def close(self) -> None:
+        pass
+
 class Trainer(StepMixin):
     """Setup, resume, checkpoints, the loop and its logging; the step's math is StepMixin's (step.py)."""
 
@@ -175,7 +188,9 @@ class Trainer(StepMixin):
         if self.compiled:
             bar.set_postfix_str("compiling the model (the first steps are slow)")
         previous_handler = self._install_sigint()
-        steps = Prefetcher(self._micro_batches(), self._prepare)
+        # On-policy data (GRPO's rollouts) must be made by the weights of the step that uses it: no prefetch.
+        on_policy = getattr(self.train_data, "on_policy", False)
+        steps = (_Inline if on_policy else Prefetcher)(self._micro_batches(), self._prepare)
         val_loss, self._timer = None, time.perf_counter()
         try:
             for micro_batches, tokens, flops in steps:
@@ -219,11 +234,11 @@ class Trainer(StepMixin):
             return None
         row = self._read_pending(lr)
         stop = stop_now or row.pop("stop")
-        val_loss = self.evaluate() if evaluating else None
-        if val_loss is not None:
-            row["val_loss"] = val_loss
-            if self.dist.is_main:
-                tqdm.write(f"step {step}: val loss {val_loss:.4f}")
+        validation = self.evaluate() if evaluating else {}
+        row.update(validation)
+        val_loss = validation.get("val_loss")
+        if validation and self.dist.is_main:
+            tqdm.write(f"step {step}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in validation.items()))
         self._show(bar, row)
         self.log.write(row)
         if final or step % cfg.save_interval == 0:
@@ -254,9 +269,10 @@ class Trainer(StepMixin):
                "grad_norm": values["grad_norm"] / steps, "stop": values["stop"] > 0}
         if self.peak_flops:
             row["mfu"] = flops / max(seconds, 1e-9) / self.peak_flops
-        read_metrics = getattr(self.loss_fn, "read_metrics", None)  # a stage's own (DPO's rewards)
-        if read_metrics is not None:
-            row.update(read_metrics(all_reduce_sum))
+        for source in (self.loss_fn, self.train_data):  # a stage's own: DPO's rewards, GRPO's rollouts
+            read_metrics = getattr(source, "read_metrics", None)
+            if read_metrics is not None:
+                row.update(read_metrics(all_reduce_sum))
         if math.isfinite(loss) and self.spikes.update(loss):
             row["spike"] = True
             if self.dist.is_main:

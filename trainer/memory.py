@@ -7,11 +7,12 @@ the peak of one training step:
 
     weights + gradients + AdamW's two moments      16 bytes per parameter (all fp32)
   + autocast's low-precision copies of the weights  2 bytes per parameter (bf16/fp16 only)
-  + activations kept for the backward pass           per token: layers x (a·dim + b·ffn) x bytes
-  + the loss on the logits                           per token: c x vocab x 4 bytes
+  + activations kept for the backward pass           per token: layers x (dim + ffn) x k bytes
+  + one chunk of the loss's logits (model/loss.py)  at most 4,096 positions x vocab x 8 bytes
 
-a, b and c were measured (bench/bench_memory.py): the peak RSS of real steps on a
-CPU, fitted over several batch sizes and two model shapes (see bench/LOG.md).
+k was measured (bench/bench_memory.py): the peak RSS of real engine steps on a CPU
+over several batch sizes of two model shapes is within 3% of k = 29 (fp32) and
+k = 23 (bf16), for both shapes (bench/LOG.md, "Memory estimate").
 
 When the estimate does not fit, we keep the effective batch and lower the
 micro-batch, raising --accumulation_steps by the same factor. That changes
@@ -30,11 +31,11 @@ import torch
 
 from model import ModelConfig
 
-# Fitted to measured peaks (bench/bench_memory.py; bench/LOG.md "Memory estimate").
-# Per token and layer, activations kept for backward in units of the compute dtype's size:
-ACT_PER_DIM = 16.0    # x, the norms, q/k/v (rotated), attention output, residuals ... per unit of width
-ACT_PER_FFN = 5.0     # gate, up, silu(gate), their product, ... per unit of SwiGLU width
-LOGIT_COPIES = 4.0    # fp32 logits, their log-softmax and its gradient, per vocabulary entry
+# Fitted to measured peaks (bench/bench_memory.py; bench/LOG.md "Memory estimate"): bytes kept for the
+# backward pass per token, per layer, per unit of (dim + ffn). Part of it stays fp32 under autocast
+# (the residual stream, the norms), hence less than half of fp32's in bf16.
+ACT_BYTES = {torch.float32: 29.0, torch.bfloat16: 23.0, torch.float16: 23.0}
+LOSS_CHUNK = 4096     # positions whose logits exist at once in the chunked loss
 OVERHEAD = 400e6      # the interpreter, torch's own allocations, the tokenizer
 HEADROOM = 0.85       # use at most this share of the memory that is free
 
@@ -56,11 +57,11 @@ def estimate_peak_bytes(cfg: ModelConfig, n_params: int, batch_size: int, seq_le
                         dtype: torch.dtype) -> float:
     """Peak bytes of one training step (forward + backward + AdamW update)."""
     half = dtype in (torch.bfloat16, torch.float16)
-    act_size = 2 if half else 4
     static = n_params * (16 + (2 if half else 0))
-    per_token = cfg.n_layers * (ACT_PER_DIM * cfg.dim + ACT_PER_FFN * cfg.hidden_dim) * act_size
-    per_token += LOGIT_COPIES * cfg.vocab_size * 4
-    return static + batch_size * seq_len * per_token + OVERHEAD
+    tokens = batch_size * seq_len
+    activations = tokens * cfg.n_layers * (cfg.dim + cfg.hidden_dim) * ACT_BYTES[dtype]
+    loss_chunk = min(tokens, LOSS_CHUNK) * cfg.vocab_size * 8
+    return static + activations + loss_chunk + OVERHEAD
 
 
 def _cgroup_free() -> float | None:

@@ -173,6 +173,9 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     barrier()
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
+    for part in (data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
+        if hasattr(part, "bind"):
+            part.bind(model.to(device), device, dtype)
     trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
                       data_identity=data.identity, loss_fn=loss_fn, adapter_base=adapter_base(cfg, model))
     if dist.is_main:

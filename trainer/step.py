@@ -136,10 +136,13 @@ class StepMixin:
             self.optimizer.step()
 
     @torch.no_grad()
-    def evaluate(self) -> float | None:
-        """Mean validation loss over up to --eval_batches micro-batches (all ranks)."""
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics: the mean loss over up to --eval_batches micro-batches (all ranks),
+        or whatever the validation data measures itself (GRPO: held-out accuracy)."""
         if self.val_data is None or self.val_data.num_batches(self.cfg.batch_size) == 0:
-            return None
+            return {}
+        if hasattr(self.val_data, "evaluate"):
+            return self.val_data.evaluate(self.model, self.device, self.dtype)
         self.train_model.eval()
         total = torch.zeros(2, device=self.device)
         stream = self.val_data.batches(self.cfg.batch_size, epoch=0)
@@ -149,5 +152,4 @@ class StepMixin:
                 total += torch.stack([self._loss(self.model, batch).float(), loss_normaliser(batch)])
         self.train_model.train()
         loss_sum, count = all_reduce_sum(total).tolist()
-        return loss_sum / max(count, 1.0)
-
+        return {"val_loss": loss_sum / max(count, 1.0)}

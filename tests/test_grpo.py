@@ -1,0 +1,159 @@
+"""GRPO: advantages, the clipped objective and the k3 KL by hand; rewards on hand-written
+completions; problems with and without gold; exact resume; one-line errors."""
+import json
+import math
+
+import pytest
+import torch
+
+import grpo
+from dataset.problems import Problem, iter_problems
+from dataset.readers import DataError, SkipStats
+from model import SpongeBob, get_preset, save_model
+from tokenizer import load_tokenizer
+from trainer import ConfigError, Trainer, parse_config
+from trainer.distributed import DistInfo
+from trainer.grpo import GRPOLoss, ProblemEval, RolloutData, clipped_objective, group_advantages, k3_kl
+from trainer.rewards import accuracy_reward, format_reward, parse_reward_weights
+
+GOOD = "<think>\n12 + 5 = 17\n</think>\n<answer>\n17\n</answer>"
+PROBLEM = Problem("p:1", [{"role": "user", "content": "12 加 5 是多少？"}], "17")
+
+
+def test_group_advantages_by_hand():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    assert group_advantages(rewards, scale=False).tolist() == [[0.5, -0.5, -0.5, 0.5], [0.0] * 4]
+    scaled = group_advantages(rewards, scale=True)
+    # std (unbiased) of 1, 0, 0, 1 is sqrt(1/3); an all-equal group stays 0: no signal.
+    assert torch.allclose(scaled[0], torch.tensor([0.5, -0.5, -0.5, 0.5]) / (math.sqrt(1 / 3) + 1e-4))
+    assert scaled[1].tolist() == [0.0] * 4
+
+
+def test_the_clipped_objective_by_hand():
+    logp, old = torch.log(torch.tensor([0.6, 0.6])), torch.log(torch.tensor([0.4, 0.4]))  # ratio 1.5
+    loss, clipped = clipped_objective(logp, old, torch.tensor([1.0, -1.0]), epsilon=0.2)
+    # A = +1: min(1.5, 1.2) = 1.2, clipped; A = -1: min(-1.5, -1.2) = -1.5, not clipped.
+    assert torch.allclose(loss, torch.tensor([-1.2, 1.5])) and clipped.tolist() == [True, False]
+
+
+def test_k3_by_hand():
+    kl = k3_kl(torch.log(torch.tensor(0.5)), torch.log(torch.tensor(0.25)))
+    assert math.isclose(float(kl), 0.5 - math.log(0.5) - 1, rel_tol=1e-6)  # d = log 0.5: e^d - d - 1
+
+
+def test_one_update_per_rollout_is_the_policy_gradient():
+    # Ratio 1 (no old_logps): the loss is -sum A_t and its gradient -A_t (one_hot - softmax).
+    logits = torch.tensor([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]], requires_grad=True)
+    batch = {"targets": torch.tensor([[2, 0]]), "advantages": torch.tensor([[2.0, -1.0]])}
+    loss = GRPOLoss(None, beta=0.0, epsilon=0.2)(logits, batch)
+    assert math.isclose(float(loss), -(2.0 - 1.0), rel_tol=1e-6)
+    loss.backward()
+    p = torch.softmax(logits.detach(), dim=-1)[0]
+    expected = torch.stack([-2.0 * (torch.tensor([0.0, 0, 1]) - p[0]), 1.0 * (torch.tensor([1.0, 0, 0]) - p[1])])
+    assert torch.allclose(logits.grad[0], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("completion,accuracy,fmt", [
+    (GOOD, 1.0, 1.0),
+    (GOOD.replace("17\n</answer>", "18\n</answer>"), 0.0, 1.0),             # wrong
+    ("<think>\n12 + 5 = 17\n<answer>\n17\n</answer>", 1.0, 0.0),              # malformed: no </think>
+    ("<think>\n12 + 5\n</think>\n<answer>\n17\n</answer>\n<answer>17</answer>", 1.0, 0.0),  # a tag twice
+    ("", 0.0, 0.0),                                                            # empty
+])
+def test_rewards_on_hand_written_completions(completion, accuracy, fmt):
+    assert accuracy_reward(completion, PROBLEM) == accuracy and format_reward(completion, PROBLEM) == fmt
+
+
+def test_reward_weights_and_stage_flags_fail_in_one_line(tmp_path):
+    assert parse_reward_weights("accuracy:1, format:0.2") == {"accuracy": 1.0, "format": 0.2}
+    for bad in ("accuracy=1", "speed:1", "accuracy:x", "accuracy:0"):
+        with pytest.raises(ValueError, match="--reward_weights .*accuracy, format"):
+            parse_reward_weights(bad)
+    cfg = parse_config(["--num_generations", "1"], "t", grpo.REFERENCE, config_cls=grpo.GRPOConfig)
+    with pytest.raises(ConfigError, match="--num_generations 1: GRPO compares completions within a group"):
+        grpo.check_grpo(cfg)
+
+
+def test_problems_need_a_gold_answer(tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [{"conversations": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": GOOD}],
+             "answer": "2"},
+            {"conversations": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match="p.jsonl:2: no gold answer"):
+        list(iter_problems(path))
+    skip = SkipStats()
+    problems = list(iter_problems(path, skip=skip))
+    assert [p.gold for p in problems] == ["2"] and skip.counts == {"no gold answer": 1}
+    rows[1]["conversations"][1]["content"] = GOOD  # a reply with <answer> is gold enough
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert [p.gold for p in iter_problems(path)] == ["2", "17"]
+
+
+def grpo_trainer(root, problems, tok, **overrides):
+    values = dict(out_dir=str(root), preset="spongebob-tiny", epochs=1, batch_size=2, accumulation_steps=1,
+                  learning_rate=1e-2,
+                  warmup_steps=1, log_interval=1, eval_interval=0, save_interval=2, max_seq_len=256,
+                  device="cpu", dtype="float32", num_generations=3, max_completion_length=8, keep_last=5)
+    values.update(overrides)
+    cfg = parse_config([], "t", stage_defaults=values, config_cls=grpo.GRPOConfig)
+    torch.manual_seed(0)
+    model = SpongeBob(get_preset("spongebob-tiny"))
+    data = RolloutData(problems, tok, cfg)
+    trainer = Trainer(cfg, model, data, None, tok.identity(), "grpo", torch.device("cpu"), torch.float32,
+                      DistInfo(), loss_fn=GRPOLoss(None, 0.0, 0.2))
+    data.bind(trainer.model, torch.device("cpu"), torch.float32)
+    return trainer
+
+
+def test_grpo_resumes_exactly_and_logs_its_metrics(tmp_path):
+    tok = load_tokenizer()
+    problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
+    full = grpo_trainer(tmp_path / "full", problems, tok)
+    full.fit()
+    rows = [json.loads(line) for line in (tmp_path / "full" / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert {"reward", "rewards/accuracy", "rewards/format", "completion_length", "zero_signal_groups",
+            "clip_fraction", "kl"} <= set(rows[-1])
+    from test_packing import Crash, CrashAt
+    cut = grpo_trainer(tmp_path / "cut", problems, tok)
+    cut.train_data = CrashAt(cut.train_data, 4)
+    cut.train_data.on_policy = True  # still made on the spot, as the real rollouts are
+    with pytest.raises(Crash):  # dies making step 4's rollout; the last state is step 2
+        cut.fit()
+    resumed = grpo_trainer(tmp_path / "cut", problems, tok, resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
+    tok = load_tokenizer()
+    import trainer.grpo as module
+
+    class Done:
+        def __init__(self, text):
+            self.tokens, self.finish = tok.encode(text), "stop"
+
+    monkeypatch.setattr(module, "decode_batch", lambda model, prompts, samplings, *a, **k: [
+        Done(GOOD), Done(GOOD.replace("17", "16")), Done("17")][:len(prompts)])
+    evaluation = ProblemEval([PROBLEM, PROBLEM, PROBLEM], tok, 16)
+    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+    assert result == {"val_accuracy": 2 / 3, "val_compliance": 2 / 3}
+
+
+def test_the_reference_never_changes(tmp_path):
+    tok = load_tokenizer()
+    torch.manual_seed(0)
+    save_model(tmp_path / "distill.pth", SpongeBob(get_preset("spongebob-tiny")), tok.identity())
+    cfg = parse_config(["--init", str(tmp_path / "distill.pth"), "--beta", "0.1"], "t", grpo.REFERENCE,
+                       config_cls=grpo.GRPOConfig)
+    policy = SpongeBob(get_preset("spongebob-tiny"))
+    loss_fn = grpo.build_loss(cfg, tok, torch.device("cpu"), policy)
+    frozen = loss_fn.reference.__closure__[0].cell_contents
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    ids = torch.randint(0, 6400, (2, 10))
+    batch = {"input_ids": ids, "targets": ids.roll(-1, 1), "advantages": torch.ones(2, 10)}
+    loss_fn(policy(ids).logits, batch).backward()
+    assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
