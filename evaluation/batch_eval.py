@@ -44,7 +44,8 @@ from tqdm import tqdm
 from dataset.chat_formats import iter_conversations
 from dataset.readers import SkipStats
 from inference.budget import ThinkBudget
-from inference.generate import SamplingConfig, generate
+from inference.batch import generate_batch
+from inference.generate import SamplingConfig
 from inference.think_split import split_reasoning
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
@@ -108,16 +109,26 @@ def reference_loss(model: SpongeBob, sample: EvalSample) -> tuple[float, int]:
     return float(loss), n_ref
 
 
-def _predict(model: SpongeBob, tok: SpongeTokenizer, sample: EvalSample, sampling: SamplingConfig,
-             seed: int | None, budget: ThinkBudget | None) -> tuple[str, int, float]:
-    """(reply text, generated token count, seconds)."""
-    generator = None
-    if seed is not None:  # seeded per sample, so a prediction does not depend on the ones before it
-        generator = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
-    start = time.perf_counter()
-    ids = list(generate(model, sample.prompt_ids, sampling, generator=generator, budget=budget))
-    seconds = time.perf_counter() - start
-    return tok.decode(ids, skip_special_tokens=True).strip(), len(ids), seconds
+PREDICT_BATCH = 64  # prompts generated together (inference/batch.py): each row as if it were alone
+
+
+def predict_all(model: SpongeBob, tok: SpongeTokenizer, samples: list[EvalSample], sampling: SamplingConfig,
+                seed: int | None, budget: ThinkBudget | None, show_progress: bool = True) -> tuple[list, float]:
+    """([(reply text, generated token count)], seconds): every sample generated, PREDICT_BATCH at a time.
+    With a seed, every sample gets its own generator seeded alike, so a prediction does not depend
+    on the samples generated beside or before it."""
+    results, seconds = [], 0.0
+    device = model.embed.weight.device
+    for start in tqdm(range(0, len(samples), PREDICT_BATCH), desc="evaluating", unit=" batch",
+                      disable=not show_progress):
+        chunk = samples[start:start + PREDICT_BATCH]
+        generators = [torch.Generator(device=device).manual_seed(seed) if seed is not None else None for _ in chunk]
+        began = time.perf_counter()
+        outputs = generate_batch(model, [s.prompt_ids for s in chunk], [sampling] * len(chunk), generators,
+                                 [budget] * len(chunk))
+        seconds += time.perf_counter() - began
+        results += [(tok.decode(ids, skip_special_tokens=True).strip(), len(ids)) for ids in outputs]
+    return results, seconds
 
 
 def gold_answers(samples: list[EvalSample]) -> list[str] | None:
@@ -133,14 +144,13 @@ def evaluate_samples(model: SpongeBob, tok: SpongeTokenizer, samples: list[EvalS
     """Generate for every sample, score, and write predictions JSONL to out_path (atomically)."""
     # A chat reply ends at <|im_end|>; a continuation at <|endoftext|>.
     sampling = replace(sampling, stop_ids=(tok.im_end_id, tok.endoftext_id))
-    predictions, rows = [], []
-    loss_sum, loss_tokens, gen_tokens, gen_seconds = 0.0, 0, 0, 0.0
-    for sample in tqdm(samples, desc="evaluating", unit=" sample", disable=not show_progress):
-        text, n_new, seconds = _predict(model, tok, sample, sampling, seed, budget)
+    predicted, gen_seconds = predict_all(model, tok, samples, sampling, seed, budget, show_progress)
+    predictions, rows = [text for text, _ in predicted], []
+    gen_tokens = sum(n for _, n in predicted)
+    loss_sum, loss_tokens = 0.0, 0
+    for sample, text in zip(samples, predictions):
         loss, n_ref = reference_loss(model, sample)
         loss_sum, loss_tokens = loss_sum + loss, loss_tokens + n_ref
-        gen_tokens, gen_seconds = gen_tokens + n_new, gen_seconds + seconds
-        predictions.append(text)
         rows.append({"where": sample.where, "prompt": sample.prompt, "label": sample.reference, "predict": text})
     report = {"samples": len(samples), **corpus_scores(predictions, [s.reference for s in samples])}
     mean_loss = loss_sum / max(loss_tokens, 1)
@@ -174,7 +184,8 @@ def format_report(report: dict) -> str:
         f"rouge-l        {report['rouge-l']:.2f}",
         f"loss           {report['loss']:.4f}   (reference replies, teacher-forced)",
         f"ppl            {report['ppl']:.2f}",
-        f"tokens/s       {report['tokens_per_s']:.1f}   ({report['generated_tokens']} generated)",
+        f"tokens/s       {report['tokens_per_s']:.1f}   ({report['generated_tokens']} generated, "
+        f"{PREDICT_BATCH} prompts at a time)",
     ]
     r = report.get("reasoning")
     if r is not None:

@@ -25,6 +25,15 @@ CONVERSATION = [
 tok, tiny = test_eval_chat.tok, test_eval_chat.tiny
 
 
+def per_sample(fake):
+    """A per-prompt fake of generate turned into the batched generate_batch that batch_eval calls."""
+    def batched(model, prompts, samplings, generators=None, budgets=None, **kw):
+        generators, budgets = generators or [None] * len(prompts), budgets or [None] * len(prompts)
+        return [list(fake(model, p, s, generator=g, budget=b)) for p, s, g, b in zip(prompts, samplings, generators,
+                                                                                      budgets)]
+    return batched
+
+
 def test_chat_sample_prompt_is_chatml_up_to_the_last_assistant_turn(tok):
     sample = make_sample("f:1", CONVERSATION, tok, chat=True)
     assert sample.prompt == ("<|im_start|>system\n你是助手<|im_end|>\n<|im_start|>user\n一加一<|im_end|>\n"
@@ -61,7 +70,7 @@ def test_scores_and_predictions_file(monkeypatch, tmp_path, tok, tiny):
         assert cfg.stop_ids == (tok.im_end_id, tok.endoftext_id)
         yield from tok.encode(next(replies))
 
-    monkeypatch.setattr(batch_eval, "generate", scripted_generate)
+    monkeypatch.setattr(batch_eval, "generate_batch", per_sample(scripted_generate))
     samples = [make_sample("f:1", CONVERSATION, tok, chat=True), make_sample("f:2", CONVERSATION, tok, chat=True)]
     out = tmp_path / "pred" / "p.jsonl"
     report = evaluate_samples(model, tok, samples, SamplingConfig(), out_path=out, show_progress=False)

@@ -9,6 +9,7 @@ import inference.chat as chat
 from evaluation.batch_eval import evaluate_samples, make_sample
 from inference.generate import SamplingConfig
 from inference.chat import ChatSession, ReasoningRender
+from test_batch_eval import per_sample
 from test_eval_chat import run_main
 from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
@@ -53,7 +54,7 @@ def scripted(monkeypatch, tok):
         yield from tok.encode(calls[-1].get("reply", REPLY))
 
     monkeypatch.setattr(chat, "generate", fake_generate)
-    monkeypatch.setattr(batch_eval, "generate", fake_generate)
+    monkeypatch.setattr(batch_eval, "generate_batch", per_sample(fake_generate))
     return calls
 
 
@@ -108,7 +109,7 @@ def test_batch_eval_scores_reasoning_against_the_reference_answer(monkeypatch, t
     def fake_generate(model, prompt_ids, cfg, generator=None, budget=None):
         yield from tok.encode(next(replies))
 
-    monkeypatch.setattr(batch_eval, "generate", fake_generate)
+    monkeypatch.setattr(batch_eval, "generate_batch", per_sample(fake_generate))
     samples = [make_sample(f"f:{i}", r1_conversation("3加4？", "7"), tok, chat=True) for i in range(3)]
     r = evaluate_samples(model, tok, samples, SamplingConfig(), show_progress=False)["reasoning"]
     # compliant+correct, non-compliant but correct (fallback reads 7), compliant but wrong
@@ -120,7 +121,7 @@ def test_batch_eval_scores_reasoning_against_the_reference_answer(monkeypatch, t
 
 def test_no_reasoning_scores_without_answer_tags(monkeypatch, tok, tiny):
     model, _ = tiny
-    monkeypatch.setattr(batch_eval, "generate", lambda *a, **k: iter(tok.encode("好")))
+    monkeypatch.setattr(batch_eval, "generate_batch", per_sample(lambda *a, **k: iter(tok.encode("好"))))
     conversation = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]
     report = evaluate_samples(model, tok, [make_sample("f:1", conversation, tok, chat=True)], SamplingConfig(),
                               show_progress=False)
