@@ -11,8 +11,8 @@ the chat page at /. A reasoning model's thinking is returned in
 --no_reasoning_split returns the raw text with its tags instead.
 
 The model id clients send is the checkpoint's file name without .pth
-(`sft` for out/sft.pth). One worker thread generates, interleaving up to
---max_concurrent requests token by token (serving/engine.py says why).
+(`sft` for out/sft.pth). One worker thread generates up to --max_concurrent
+requests together, one batched forward per step (serving/engine.py says why).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import sys
 
 import uvicorn
 
-from inference.loading import UserError, checkpoint_path, load
+from inference.loading import MODEL_MODES, UserError, checkpoint_path, load
 from serving import Engine, ServerSettings, create_app
 from trainer.cli import OneLineParser
 
@@ -47,23 +47,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_request_bytes", type=int, default=1 << 20,
                    help="larger request bodies are refused with 413")
     p.add_argument("--max_concurrent", type=int, default=8,
-                   help="requests generated together; more wait in a queue")
+                   help="requests generated together, in one batch per step; more wait in a queue")
+    p.add_argument("--prefill_chunk", type=int, default=256,
+                   help="prompt tokens prefilled per step: a long prompt delays the running requests by at most "
+                        "one chunk at a time")
     p.add_argument("--max_waiting", type=int, default=64,
                    help="requests allowed to wait; more are refused with 429")
     p.add_argument("--no_reasoning_split", action="store_true",
                    help="send the raw text with its <think>/<answer> tags as content")
+    p.add_argument("--allowed_hosts", nargs="*", default=[],
+                   help="Host headers to answer besides this server's own address (e.g. a name it is reached by); "
+                        "others get 403, so a web page cannot drive the local model")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (cuda, then mps, then cpu)")
     return p
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for flag in ("max_tokens_limit", "max_request_bytes", "max_concurrent", "max_waiting"):
+    for flag in ("max_tokens_limit", "max_request_bytes", "max_concurrent", "max_waiting", "prefill_chunk"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: must be at least 1")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: must be in 0..65535")
     if args.api_key is not None and not args.api_key.strip():
         parser.error("--api_key: must not be empty")
+
+
+def allowed_hosts(host: str, port: int, extra: list[str]) -> frozenset[str] | None:
+    """The Host headers this server answers: its own address (and localhost's names when bound to
+    loopback), each with the port, plus --allowed_hosts. Bound to every interface: any, unless listed."""
+    if host in ("0.0.0.0", "::", "") and not extra:
+        return None
+    names = {host, f"[{host}]" if ":" in host else host}
+    if host in LOOPBACK:
+        names |= {"127.0.0.1", "localhost", "[::1]"}
+    hosts = {f"{name}:{port}" for name in names} | set(extra) | {f"{h}:{port}" for h in extra}
+    return frozenset(hosts)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -89,14 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     ckpt = checkpoint_path(args)
+    host, port = sock.getsockname()[:2]
     settings = ServerSettings(model_id=ckpt.stem, created=int(ckpt.stat().st_mtime), api_key=args.api_key,
                               max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes,
-                              split_reasoning=not args.no_reasoning_split)
-    engine = Engine(model, tok, max_active=args.max_concurrent, max_waiting=args.max_waiting)
+                              split_reasoning=not args.no_reasoning_split,
+                              allowed_hosts=allowed_hosts(args.host, port, args.allowed_hosts),
+                              stage=MODEL_MODES[args.model_mode][0], checkpoint=str(ckpt))
+    engine = Engine(model, tok, max_active=args.max_concurrent, max_waiting=args.max_waiting,
+                    prefill_chunk=args.prefill_chunk)
     if args.host not in LOOPBACK and args.api_key is None:
         print(f"warning: listening on {args.host} with no --api_key: anyone who can reach it can use it",
               file=sys.stderr)
-    host, port = sock.getsockname()[:2]
     print(f"serving '{settings.model_id}' on http://{host}:{port}/ (chat page) and "
           f"http://{host}:{port}/v1 (API)", file=sys.stderr)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

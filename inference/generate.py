@@ -20,6 +20,12 @@ from .budget import BudgetState, ThinkBudget
 from model import SpongeBob
 
 
+GREEDY_BELOW = 1e-5  # a temperature below this is greedy: dividing logits by it would overflow
+# The valid ranges of the sampling knobs (the server answers 400 outside them, eval_model.py refuses them).
+TEMPERATURE_RANGE = (0.0, 2.0)
+REPETITION_PENALTY_RANGE = (0.1, 10.0)
+
+
 @dataclass
 class SamplingConfig:
     max_new_tokens: int = 256
@@ -60,6 +66,7 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     # the best token is therefore always kept.
     mass_before = torch.cumsum(probs, dim=-1) - probs
     drop_sorted = mass_before >= p
+    drop_sorted[0] = False  # even when p is so small that it rounds to 0 in fp32
     drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -68,7 +75,7 @@ def sample_next(logits: torch.Tensor, seen_ids: torch.Tensor, cfg: SamplingConfi
                 generator: torch.Generator | None = None) -> int:
     """Pick the next token from one position's logits (vocab,)."""
     logits = apply_repetition_penalty(logits.float(), seen_ids, cfg.repetition_penalty)
-    if cfg.temperature <= 0:
+    if cfg.temperature < GREEDY_BELOW:
         return int(torch.argmax(logits))
     logits = filter_top_k(logits / cfg.temperature, cfg.top_k)
     logits = filter_top_p(logits, cfg.top_p)

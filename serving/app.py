@@ -14,6 +14,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -45,12 +46,25 @@ class ServerSettings:
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    # Host headers the server answers (serve.py: its own address and port, plus --allowed_hosts);
+    # None answers any, for a server bound to every interface on purpose.
+    allowed_hosts: frozenset[str] | None = None
+    stage: str = ""                       # shown on the chat page: which stage's model this is
+    checkpoint: str = ""
 
 
 def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
     app = FastAPI(title="SpongeBob", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.engine, app.state.settings = engine, settings
     add_error_handlers(app)
+
+    app.add_middleware(HostCheck, settings=settings)
+
+    @app.get("/v1/info", include_in_schema=False)
+    async def info(request: Request) -> dict:
+        """What the chat page shows in its header and which examples it offers."""
+        return {"model": settings.model_id, "stage": settings.stage, "checkpoint": settings.checkpoint,
+                "reasoning": settings.split_reasoning and settings.stage in ("distill", "grpo")}
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -65,6 +79,10 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         check_auth(request, settings)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":  # a plain form or text/plain body is a cross-site request, or a mistake
+            raise ApiError(415, f"Content-Type must be application/json, got '{kind or 'none'}'",
+                           code="unsupported_media_type")
         req = parse_chat_request(parse_json(await read_body(request, settings.max_request_bytes)))
         gen_request = await asyncio.to_thread(build_request, req, engine, settings)
         try:
@@ -88,6 +106,28 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
         return JSONResponse(result)
 
     return app
+
+
+class HostCheck:
+    """Answer only requests addressed to this server (raw ASGI, so disconnects still reach the handlers).
+
+    A web page the user visits can send requests to 127.0.0.1 too, and a DNS-rebinding page can
+    even read the answers; either way its requests carry another host name, refused here with 403.
+    """
+
+    def __init__(self, app: Any, settings: ServerSettings):
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        allowed = self.settings.allowed_hosts
+        if scope["type"] == "http" and allowed is not None:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host not in allowed:
+                error = ApiError(403, f"Host '{host}' is not this server's address; start serve.py with "
+                                 "--allowed_hosts to accept it", code="host_not_allowed")
+                await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def check_auth(request: Request, settings: ServerSettings) -> None:

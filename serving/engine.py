@@ -1,13 +1,16 @@
-"""The generation worker: one thread runs every request, interleaved token by token.
+"""The generation worker: one thread runs every request, batched, one forward per step for all.
 
 Why one thread: generation is bound by the CPU or GPU, and PyTorch already
 spreads each step over all cores, so a second generating thread would only
-fight the first for them. Requests still progress together: the worker takes
-up to `max_active` of them and advances each by one token in turn (each with
-its own KV cache, see generation.py), so a new request gets its first token
-after at most one step of each running one instead of waiting for them to
-finish. Requests beyond that wait in a queue; beyond `max_waiting` they are
-refused, so a flood cannot build an unbounded backlog.
+fight the first for them. Within that thread the requests run *together*: each
+holds a slot of one BatchDecoder (inference/batch.py), and every step is one
+forward pass over every active request (rows of different lengths, each at its
+own position, with its own sampling settings and seed), then at most one chunk
+of one waiting prompt (--prefill_chunk), so a long prompt delays the others by
+one chunk at a time. A request joins between steps as soon as a slot is free;
+a finished or cancelled one frees its slot at once. Requests beyond max_active
+wait in a queue; beyond max_waiting they are refused, so a flood cannot build an
+unbounded backlog.
 
 The HTTP side lives on an asyncio event loop in another thread. A Job carries
 events from the worker to that loop through call_soon_threadsafe, so the loop
@@ -19,12 +22,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import secrets
 import threading
 
+import torch
+
+from inference.batch import BatchDecoder
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
 
-from .generation import Failed, Finished, Generation, GenerationRequest, Piece
+from .generation import Failed, Finished, GenerationRequest, Piece, TextStream
 
 log = logging.getLogger("serving")
 Event = Piece | Finished | Failed
@@ -58,12 +65,14 @@ class QueueFull(Exception):
 
 
 class Engine:
-    def __init__(self, model: SpongeBob, tok: SpongeTokenizer, max_active: int = 8, max_waiting: int = 64):
+    def __init__(self, model: SpongeBob, tok: SpongeTokenizer, max_active: int = 8, max_waiting: int = 64,
+                 prefill_chunk: int = 256):
         self.model, self.tok = model, tok
         self.max_active, self.max_waiting = max_active, max_waiting
+        self.decoder = BatchDecoder(model, max_active, prefill_chunk=prefill_chunk)
         self._inbox: queue.Queue[Job | None] = queue.Queue()
         self._closing = threading.Event()
-        self._active: list[tuple[Job, Generation]] = []
+        self._jobs: dict[int, tuple[Job, TextStream]] = {}  # slot -> its request
         # Counters for tests and benchmarks: most requests ever generated together,
         # and requests dropped because their client went away.
         self.peak_active = self.dropped = 0
@@ -79,7 +88,7 @@ class Engine:
 
     @property
     def active_count(self) -> int:
-        return len(self._active)
+        return len(self._jobs)
 
     def stop(self) -> None:
         """Ask the worker to end every request after its current step; returns at once."""
@@ -92,20 +101,21 @@ class Engine:
 
     def _run(self) -> None:
         while not self._closing.is_set() and self._admit():
-            for job, gen in list(self._active):
-                self._advance(job, gen)
+            self._drop_cancelled()
+            if self._jobs:
+                self._step()
         # Tell every open request, so its stream ends now instead of hanging the shutdown.
         waiting = []
         while not self._inbox.empty():
             waiting.append(self._inbox.get_nowait())
-        for job in [job for job, _ in self._active] + [job for job in waiting if job is not None]:
+        for job in [job for job, _ in self._jobs.values()] + [job for job in waiting if job is not None]:
             job.send(Failed("the server is shutting down"))
 
     def _admit(self) -> bool:
-        """Take waiting jobs while there is room; sleep when there is nothing to do. False: shut down."""
-        while len(self._active) < self.max_active:
+        """Give waiting jobs the free slots; sleep when there is nothing to do. False: shut down."""
+        while not self.decoder.full:
             try:
-                job = self._inbox.get(block=not self._active)
+                job = self._inbox.get(block=not self._jobs)
             except queue.Empty:
                 return True
             if job is None:
@@ -114,27 +124,48 @@ class Engine:
                 self.dropped += 1
                 continue
             try:
-                self._active.append((job, Generation(self.model, self.tok, job.request)))
-                self.peak_active = max(self.peak_active, len(self._active))
+                r = job.request
+                seed = r.seed if r.seed is not None else secrets.randbits(63)
+                # A generator per request: a seeded request's output cannot depend on
+                # which other requests were sampled beside it.
+                rng = torch.Generator(device=self.model.embed.weight.device).manual_seed(seed)
+                slot = self.decoder.add(r.prompt_ids, r.sampling, rng, r.budget)
+                self._jobs[slot] = (job, TextStream(self.tok, r))
+                self.peak_active = max(self.peak_active, len(self._jobs))
             except Exception as e:  # a bad request that slipped past the HTTP checks
                 log.exception("could not start a generation")
                 job.send(Failed(f"could not start the generation: {e}"))
         return True
 
-    def _advance(self, job: Job, gen: Generation) -> None:
-        """One token for one job; a job that ended or was cancelled leaves the active list."""
-        if job.cancelled:
-            self.dropped += 1
-        else:
-            try:
-                pieces, end = gen.step()
-            except Exception as e:  # never let one request take the worker (and every other request) down
-                log.exception("generation failed")
-                pieces, end = [], Failed(f"generation failed: {type(e).__name__}: {e}")
+    def _drop_cancelled(self) -> None:
+        for slot, (job, _) in list(self._jobs.items()):
+            if job.cancelled:
+                self.dropped += 1
+                self._free(slot)
+
+    def _step(self) -> None:
+        """One decode step for every request, then each request's new text; finished ones leave."""
+        try:
+            events = self.decoder.step()
+        except Exception as e:  # never let a bug kill the worker: fail the requests in flight
+            log.exception("generation failed")
+            for slot, (job, _) in list(self._jobs.items()):
+                job.send(Failed(f"generation failed: {type(e).__name__}: {e}"))
+                self._free(slot)
+            return
+        for slot, token in events:
+            job, text = self._jobs[slot]
+            pieces, end = text.push(token) if token is not None else ([], None)
+            seq = self.decoder.active[slot]
+            if end is None and seq.finish is not None:
+                more, end = text.end(seq.finish)
+                pieces += more
             for piece in pieces:
                 job.send(piece)
-            if end is None:
-                return
-            job.send(end)
-        gen.close()
-        self._active.remove((job, gen))
+            if end is not None:
+                job.send(end)
+                self._free(slot)
+
+    def _free(self, slot: int) -> None:
+        self._jobs.pop(slot)
+        self.decoder.remove(slot)

@@ -1,23 +1,18 @@
-"""One request's generation, advanced a token at a time: text pieces out, stop strings honoured.
+"""One request's text, built token by token: UTF-8-safe pieces, stop strings, thinking apart.
 
-A Generation owns everything that belongs to one request: its own token
-iterator (and so its own KV cache and its own random generator), its streaming
-decoder, stop-string matcher and thinking splitter. Nothing is shared between
-two Generations except the read-only model, which is why the engine can
-interleave their steps without one request ever seeing another's state.
+The tokens themselves come from the engine's batched decoder (inference/batch.py),
+which samples each request's slot with the request's own settings and random
+generator. A TextStream turns them into what the client reads; nothing in it is
+shared between requests.
 """
 from __future__ import annotations
 
-import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-import torch
+from dataclasses import dataclass
 
 from inference.budget import ThinkBudget
-from inference.generate import SamplingConfig, generate
+from inference.generate import SamplingConfig
 from inference.streaming import StreamDecoder
 from inference.think_split import ANSWER, ThinkSplitter
-from model import SpongeBob
 from tokenizer import SpongeTokenizer
 
 
@@ -82,48 +77,32 @@ class StopMatcher:
         return 0
 
 
-@dataclass(eq=False)  # two Generations are never the same one, whatever their fields
-class Generation:
-    model: SpongeBob
-    tok: SpongeTokenizer
-    request: GenerationRequest
-    completion_tokens: int = 0
-    _tokens: Iterator[int] = field(init=False)
+class TextStream:
+    """One request's text as its tokens arrive from the batched decoder: UTF-8-safe pieces,
+    stop strings honoured, thinking split from the answer. Everything here belongs to this
+    request alone; the engine hands it the tokens that the decoder chose for its slot."""
 
-    def __post_init__(self) -> None:
-        seed = self.request.seed if self.request.seed is not None else secrets.randbits(63)
-        # A generator per request: a seeded request's output cannot depend on
-        # which other requests were sampled in between.
-        rng = torch.Generator(device=self.model.embed.weight.device).manual_seed(seed)
-        self._tokens = generate(self.model, self.request.prompt_ids, self.request.sampling, generator=rng,
-                                budget=self.request.budget)
+    def __init__(self, tok: SpongeTokenizer, request: GenerationRequest):
+        self.request, self.completion_tokens = request, 0
         # Special tokens (<|im_start|> from an untrained model, say) are never shown;
         # the four reasoning tags are not special and stay for the splitter.
-        self._decoder = StreamDecoder(self.tok, skip_special_tokens=True)
-        self._stops = StopMatcher(self.request.stop)
-        self._splitter = ThinkSplitter() if self.request.split_reasoning else None
+        self._decoder = StreamDecoder(tok, skip_special_tokens=True)
+        self._stops = StopMatcher(request.stop)
+        self._splitter = ThinkSplitter() if request.split_reasoning else None
 
-    def step(self) -> tuple[list[Piece], Finished | None]:
-        """Generate one token: the text it completes, and Finished when the request is done."""
-        try:
-            token_id = next(self._tokens)
-        except StopIteration:  # a stop token, or max_tokens reached
-            text, hit = self._stops.feed(self._decoder.flush())
-            text += "" if hit else self._stops.flush()
-            full = self.completion_tokens >= self.request.sampling.max_new_tokens
-            return self._pieces(text, True), self._finished("length" if full and not hit else "stop")
+    def push(self, token_id: int) -> tuple[list[Piece], Finished | None]:
+        """One generated token: the text it completes, and Finished when a stop string ends the request."""
         self.completion_tokens += 1
         text, hit = self._stops.feed(self._decoder.push(token_id))
         if hit:
-            self.close()
             return self._pieces(text, True), self._finished("stop")
         return self._pieces(text, False), None
 
-    def close(self) -> None:
-        """Stop generating (frees the KV cache at once rather than at garbage collection)."""
-        close = getattr(self._tokens, "close", None)
-        if close is not None:
-            close()
+    def end(self, reason: str) -> tuple[list[Piece], Finished]:
+        """The decoder finished the request ("stop": a stop token, "length": max_tokens): flush what is held."""
+        text, hit = self._stops.feed(self._decoder.flush())
+        text += "" if hit else self._stops.flush()
+        return self._pieces(text, True), self._finished("stop" if hit else reason)
 
     def _finished(self, reason: str) -> Finished:
         return Finished(reason, len(self.request.prompt_ids), self.completion_tokens)

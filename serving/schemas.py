@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from inference.generate import REPETITION_PENALTY_RANGE, TEMPERATURE_RANGE
+
 MAX_STOP_STRINGS = 4   # OpenAI's limit
 
 
@@ -58,7 +60,9 @@ class ChatRequest(Strict):
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
+    # Valid ranges (inference/generate.py): temperature 0-2 (below 1e-5 is greedy), top_p in (0, 1],
+    # repetition_penalty 0.1-10. Outside them a request gets a 400, never an overflow.
+    temperature: float | None = Field(None, ge=TEMPERATURE_RANGE[0], le=TEMPERATURE_RANGE[1])
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)  # the newer name for max_tokens
@@ -67,7 +71,7 @@ class ChatRequest(Strict):
     n: int | None = Field(None, ge=1, le=1)  # one choice per request
     # Extras beyond OpenAI's API, as in vLLM: the sampling knobs eval_model.py has.
     top_k: int | None = Field(None, ge=0)
-    repetition_penalty: float | None = Field(None, gt=0, le=10)
+    repetition_penalty: float | None = Field(None, ge=REPETITION_PENALTY_RANGE[0], le=REPETITION_PENALTY_RANGE[1])
     # Budget forcing (inference/budget.py), mirroring eval_model.py's flags.
     max_think_tokens: int | None = Field(None, ge=0)
     min_think_tokens: int | None = Field(None, ge=0)

@@ -23,7 +23,6 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 import serve  # noqa: E402
-import serving.generation  # noqa: E402
 from inference.generate import SamplingConfig, generate  # noqa: E402
 from model import SpongeBob, get_preset, load_model, save_model  # noqa: E402
 from serving import Engine, ServerSettings, create_app  # noqa: E402
@@ -319,15 +318,16 @@ def test_unknown_routes_and_methods(tiny, method, path, status):
     assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
-def endless(model, prompt_ids, cfg, generator=None, **kw):
-    """A stand-in for generate that never stops by itself: only a cancel ends it."""
-    while True:
+def endless(engine, monkeypatch):
+    """Make the engine's decoder give every request 海 (790) forever: only a cancel ends one."""
+    def step():
         time.sleep(0.002)
-        yield 790
+        return [(slot, 790) for slot in engine.decoder.active]
+    monkeypatch.setattr(engine.decoder, "step", step)
 
 
 def test_client_disconnects_cancel_the_generation(tiny, monkeypatch):
-    monkeypatch.setattr(serving.generation, "generate", endless)
+    endless(tiny.engine, monkeypatch)
     body = {**GOOD, "max_tokens": LIMIT, "stream": True}
     before = tiny.engine.dropped
     with tiny.http.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -345,8 +345,8 @@ def test_client_disconnects_cancel_the_generation(tiny, monkeypatch):
 
 
 def test_engine_refuses_past_max_waiting_and_ends_open_requests_when_stopped(tok, monkeypatch):
-    monkeypatch.setattr(serving.generation, "generate", endless)
     engine = Engine(SpongeBob(get_preset("spongebob-tiny")), tok, max_active=1, max_waiting=1)
+    endless(engine, monkeypatch)
     loop = asyncio.new_event_loop()
     request = GenerationRequest(prompt_ids=[1], sampling=SamplingConfig(max_new_tokens=10))
     running = engine.submit(request, loop)
@@ -384,3 +384,94 @@ def test_serve_missing_checkpoint_and_taken_port_are_one_line_errors(tiny, capsy
     port = tiny.url.rsplit(":", 1)[1]
     assert serve.main(["--ckpt", str(path), "--device", "cpu", "--port", port]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ hardening
+
+def test_extreme_sampling_values_are_greedy_or_400_never_500(tiny):
+    base = {**GOOD, "max_tokens": 4}
+    assert tiny.http.post("/v1/chat/completions", json={**base, "temperature": 1e-40}).status_code == 200
+    assert tiny.http.post("/v1/chat/completions", json={**base, "temperature": 1.0, "top_p": 1e-300}).status_code == 200
+    for field, value in (("repetition_penalty", 1e-300), ("repetition_penalty", 11), ("temperature", 2.5),
+                         ("top_p", 0), ("top_p", 1.5)):
+        r = tiny.http.post("/v1/chat/completions", json={**base, field: value})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field, (field, value)
+
+
+def test_post_bodies_must_be_json(tiny):
+    r = tiny.http.post("/v1/chat/completions", content=json.dumps(GOOD), headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+    r = tiny.http.post("/v1/chat/completions", content=json.dumps({**GOOD, "max_tokens": 2}),
+                       headers={"Content-Type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_requests_for_another_host_are_refused(tok, tmp_path):
+    _, path = save_tiny(tmp_path / "hosted.pth", tok, {"stage": "sft"})
+    server = Server(path, tok)
+    try:
+        port = server.url.rsplit(":", 1)[1]
+        server.settings.allowed_hosts = serve.allowed_hosts("127.0.0.1", int(port), [])
+        body = {**GOOD, "model": "hosted", "max_tokens": 2}
+        assert server.http.post("/v1/chat/completions", json=body).status_code == 200  # Host: 127.0.0.1:port
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1"):
+            r = server.http.post("/v1/chat/completions", json=body, headers={"Host": host})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "host_not_allowed"
+        assert server.http.get("/", headers={"Host": f"localhost:{port}"}).status_code == 200
+    finally:
+        server.close()
+    assert serve.allowed_hosts("0.0.0.0", 8000, []) is None  # every interface, on purpose: any host
+    assert "chat.lan:8000" in serve.allowed_hosts("0.0.0.0", 8000, ["chat.lan"])
+
+
+def extreme_body(rng):
+    """A valid request at the edges of every range."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": rng.choice(["hi", "海" * 200, "🙂", " "])}],
+            "max_tokens": rng.choice([1, 2, LIMIT]), "temperature": rng.choice([0, 1e-40, 1e-6, 2.0]),
+            "top_p": rng.choice([1e-300, 1e-9, 1.0]), "repetition_penalty": rng.choice([0.1, 1.0, 10.0]),
+            "top_k": rng.choice([0, 1, 10**9]), "seed": rng.choice([0, -2**63, 2**64 - 1])}
+    if rng.random() < 0.3:
+        body.update(max_think_tokens=rng.choice([0, 1, 10**6]), min_think_tokens=0)
+    if rng.random() < 0.3:
+        body["stream"] = True
+    return body
+
+
+def fuzz_body(rng):
+    """A request that is malformed or extreme in one or more random ways."""
+    if rng.random() < 0.4:
+        return extreme_body(rng)
+    junk = [None, True, 0, -1, 2**70, 1e308, -1e-308, "", "x" * 300, "海" * 50, [], {}, [1, "a"], {"a": 1},
+            "\ud83d\ude00", "NaN", float("inf") if rng.random() < 0.1 else 0.5]
+    body = {"model": rng.choice(["tiny", "nope", 3]), "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": rng.choice([1, 2, 3, LIMIT, LIMIT + 1, 0, -5, "3"])}
+    for field in rng.sample(["temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop", "stream",
+                             "n", "max_think_tokens", "min_think_tokens", "continue_word", "messages", "model",
+                             "stream_options", "max_completion_tokens"], rng.randint(1, 4)):
+        body[field] = rng.choice(junk + [rng.uniform(-3, 3), rng.randint(-3, 5)])
+    if rng.random() < 0.3:
+        body["messages"] = [{"role": rng.choice(["user", "assistant", "system", "tool", 1]),
+                             "content": rng.choice(junk)} for _ in range(rng.randint(0, 3))]
+    return body
+
+
+def test_fuzzed_requests_get_2xx_or_4xx_and_the_server_still_answers(tiny):
+    import random
+    rng = random.Random(0)
+    statuses = []
+    for i in range(300):
+        body = fuzz_body(rng)
+        try:
+            content = json.dumps(body, allow_nan=True).encode()
+        except ValueError:
+            content = b"{bad"
+        if rng.random() < 0.1:
+            content = content[: rng.randint(0, len(content))]  # cut short
+        kind = rng.choice(["application/json"] * 8 + ["text/plain", ""])
+        r = tiny.http.post("/v1/chat/completions", content=content, headers={"Content-Type": kind}, timeout=30)
+        statuses.append(r.status_code)
+        assert r.status_code < 500, (i, body, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    assert statuses.count(200) > 10 and sum(s >= 400 for s in statuses) > 100  # both kinds were exercised
+    assert tiny.client().chat.completions.create(model="tiny", messages=GOOD["messages"], max_tokens=2).choices

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import serving.generation
 import test_serve
 from test_serve import KEY, SCRIPT_ANSWER, SCRIPT_THINK, endless
 
@@ -42,7 +41,7 @@ def test_chat_page_streams_an_answer_with_its_thinking(scripted, monkeypatch):
         page.locator(".assistant details").first.evaluate("d => d.open = true")
         page.screenshot(path=str(shot))
         # The stop button, on an answer that would never end by itself.
-        monkeypatch.setattr(serving.generation, "generate", endless)
+        endless(scripted.engine, monkeypatch)
         dropped = scripted.engine.dropped
         page.fill("#input", "停")
         page.click("#send")
