@@ -34,7 +34,8 @@ model on a chat file's last assistant turns: BLEU-4, ROUGE-1/2/L, loss and
 perplexity of the references, generation speed (see evaluation/batch_eval.py).
 Comparing --model_mode 0 with --model_mode 1 on one file is the before/after of SFT.
 
-Sampling: --temperature 0 is greedy; with --seed every prompt's output depends
+Sampling: --temperature 0 is greedy (plain argmax: no repetition penalty unless you
+name one, so outputs match transformers and llama.cpp); with --seed every prompt's output depends
 only on the prompt and the seed. Model details go to stderr, so a piped stdout
 holds only the outputs.
 """
@@ -55,7 +56,7 @@ from evaluation.commands import batch_evaluation
 from dataset.preference import PREF_FORMATS
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
-from inference.generate import SamplingConfig, generate
+from inference.generate import SamplingConfig, default_repetition_penalty, generate
 from inference.loading import MODEL_MODES, MODES_HELP, REASONING_MODES, UserError, load
 from inference.streaming import stream_text
 from inference.think_split import ANSWER, ThinkSplitter
@@ -80,11 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", type=float, default=0.9,
                    help="nucleus sampling: keep the most likely tokens up to this probability mass; 1 = off")
     p.add_argument("--top_k", type=int, default=0, help="keep only the k most likely tokens; 0 = off")
-    # 1.1: small models fall into loops (the most reported complaint about them),
-    # while a stronger penalty (CTRL's 1.2) also hits characters such as 的 and ，
-    # that rightly recur in every Chinese sentence. The penalty covers the prompt too.
-    p.add_argument("--repetition_penalty", type=float, default=1.1,
-                   help="divide the scores of tokens already in the text by this; 1 = off")
+    # The penalty covers the prompt too; why 1.1 and why greedy gets none: inference/generate.py.
+    p.add_argument("--repetition_penalty", type=float, default=None,
+                   help="divide the scores of tokens already in the text by this; 1 = off "
+                        "(default: 1.1 when sampling, 1 at --temperature 0 so greedy is plain argmax)")
     p.add_argument("--seed", type=int, default=None,
                    help="sampling seed: the same prompt and seed give the same output (default: random)")
     p.add_argument("--system", default=None, help="chat modes: a system prompt that opens every conversation")
@@ -131,6 +131,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--top_p {args.top_p}: must be in (0, 1]")
     if args.top_k < 0:
         parser.error(f"--top_k {args.top_k}: must be 0 (off) or more")
+    if args.repetition_penalty is None:
+        args.repetition_penalty = default_repetition_penalty(args.temperature)
     if args.repetition_penalty <= 0:
         parser.error(f"--repetition_penalty {args.repetition_penalty}: must be above 0 (1 = off)")
     if args.history_turns < 0:

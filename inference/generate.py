@@ -24,6 +24,16 @@ GREEDY_BELOW = 1e-5  # a temperature below this is greedy: dividing logits by it
 # The valid ranges of the sampling knobs (the server answers 400 outside them, eval_model.py refuses them).
 TEMPERATURE_RANGE = (0.0, 2.0)
 REPETITION_PENALTY_RANGE = (0.1, 10.0)
+# 1.1 when sampling: small models fall into loops (the most reported complaint about
+# them), while a stronger penalty (CTRL's 1.2) also hits characters such as 的 and ，
+# that rightly recur in every Chinese sentence. Greedy decoding gets none, so that
+# greedy means argmax and matches transformers, llama.cpp and Ollama token for token.
+SAMPLING_REPETITION_PENALTY = 1.1
+
+
+def default_repetition_penalty(temperature: float) -> float:
+    """The penalty when the user names none: 1 (off) for greedy, 1.1 for sampling."""
+    return 1.0 if temperature < GREEDY_BELOW else SAMPLING_REPETITION_PENALTY
 
 
 @dataclass

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
-from inference.generate import SamplingConfig
+from inference.generate import SamplingConfig, default_repetition_penalty
 from tokenizer import SpongeTokenizer
 
 from .engine import Engine, QueueFull
@@ -42,10 +42,10 @@ class ServerSettings:
     max_request_bytes: int = 1 << 20
     split_reasoning: bool = True
     # What a request that leaves a field out gets: eval_model.py's defaults, which
-    # suit a small model better than OpenAI's (temperature 1, no penalty).
+    # suit a small model better than OpenAI's (temperature 1, no penalty); the repetition
+    # penalty is 1.1 when sampling and off when greedy (inference.generate.default_repetition_penalty).
     temperature: float = 0.7
     top_p: float = 0.9
-    repetition_penalty: float = 1.1
     # Host headers the server answers (serve.py: its own address and port, plus --allowed_hosts);
     # None answers any, for a server bound to every interface on purpose.
     allowed_hosts: frozenset[str] | None = None
@@ -171,12 +171,13 @@ def build_request(req: ChatRequest, engine: Engine, settings: ServerSettings) ->
         raise ApiError(400, f"the model's context is {engine.model.config.max_position_embeddings} tokens; "
                        f"the messages take {len(prompt)} and max_tokens asks for {asked or 1} more",
                        param="messages", code="context_length_exceeded")
+    temperature = settings.temperature if req.temperature is None else req.temperature
     sampling = SamplingConfig(
         max_new_tokens=asked or min(settings.max_tokens_limit, room),
-        temperature=settings.temperature if req.temperature is None else req.temperature,
+        temperature=temperature,
         top_p=settings.top_p if req.top_p is None else req.top_p,
         top_k=req.top_k or 0,
-        repetition_penalty=req.repetition_penalty or settings.repetition_penalty,
+        repetition_penalty=req.repetition_penalty or default_repetition_penalty(temperature),
         stop_ids=(tok.im_end_id, tok.endoftext_id))
     return GenerationRequest(prompt_ids=list(prompt), sampling=sampling, seed=req.seed,
                              stop=req.stop_strings(), split_reasoning=settings.split_reasoning,

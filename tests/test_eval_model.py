@@ -144,6 +144,20 @@ def test_prompt_greedy_equals_direct_generation(monkeypatch, capsys, tok, tiny):
     assert str(path) in err and "step 3" in err and TINY_PARAMS in err and "cpu" in err
 
 
+@pytest.mark.parametrize("argv,penalty", [
+    (["--temperature", "0"], 1.0),                                 # greedy is plain argmax
+    (["--eval_file", "x.jsonl"], 1.0),                             # batch evaluation is greedy by default
+    ([], 1.1),                                                     # chat samples at 0.7
+    (["--temperature", "0", "--repetition_penalty", "1.1"], 1.1),  # a named penalty always holds
+    (["--temperature", "0.5", "--repetition_penalty", "1"], 1.0),
+])
+def test_greedy_is_plain_argmax_unless_a_penalty_is_named(argv, penalty):
+    parser = eval_model.build_parser()
+    args = parser.parse_args(argv)
+    eval_model.check_args(parser, args)
+    assert args.repetition_penalty == penalty
+
+
 def test_piped_lines_give_one_json_line_each_in_order(monkeypatch, capsys, tok, tiny):
     model, path = tiny
     prompts = ["床前明月光", "Hello world", "😀 一行"]

@@ -26,8 +26,10 @@ import serve  # noqa: E402
 from inference.generate import SamplingConfig, generate  # noqa: E402
 from model import SpongeBob, get_preset, load_model, save_model  # noqa: E402
 from serving import Engine, ServerSettings, create_app  # noqa: E402
+from serving.app import build_request  # noqa: E402
 from serving.engine import QueueFull  # noqa: E402
 from serving.generation import Failed, GenerationRequest, Piece  # noqa: E402
+from serving.schemas import ChatRequest  # noqa: E402
 from test_eval_model import save_tiny  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 
@@ -119,7 +121,8 @@ def chatml_ids(tok, user: str) -> list[int]:
 
 
 def greedy_oracle(model, tok, user: str, max_new: int) -> str:
-    cfg = SamplingConfig(max_new_tokens=max_new, temperature=0, repetition_penalty=1.1, stop_ids=(2, 0))
+    # A greedy request that names no repetition_penalty gets none: greedy is plain argmax.
+    cfg = SamplingConfig(max_new_tokens=max_new, temperature=0, repetition_penalty=1.0, stop_ids=(2, 0))
     return tok.decode(list(generate(model, chatml_ids(tok, user), cfg)), skip_special_tokens=True)
 
 
@@ -205,11 +208,20 @@ def test_untagged_model_output_is_all_content_and_multi_turn_is_rendered(tiny, t
     r = tiny.client().chat.completions.create(model="tiny", messages=messages, temperature=0, max_tokens=10)
     prompt = tok.encode("<|im_start|>system\n你是海绵宝宝<|im_end|>\n<|im_start|>user\n一<|im_end|>\n"
                         "<|im_start|>assistant\n二<|im_end|>\n<|im_start|>user\n三<|im_end|>\n<|im_start|>assistant\n")
-    cfg = SamplingConfig(max_new_tokens=10, temperature=0, repetition_penalty=1.1, stop_ids=(2, 0))
+    cfg = SamplingConfig(max_new_tokens=10, temperature=0, repetition_penalty=1.0, stop_ids=(2, 0))
     expected = tok.decode(list(generate(tiny.model, prompt, cfg)), skip_special_tokens=True)
     assert r.choices[0].message.content == expected
     assert getattr(r.choices[0].message, "reasoning_content", None) is None
     assert r.usage.prompt_tokens == len(prompt)
+
+
+@pytest.mark.parametrize("fields,penalty", [
+    ({"temperature": 0}, 1.0), ({"temperature": 1e-6}, 1.0), ({}, 1.1), ({"temperature": 0.7}, 1.1),
+    ({"temperature": 0, "repetition_penalty": 1.2}, 1.2),
+])
+def test_greedy_requests_get_no_repetition_penalty_unless_they_name_one(tiny, fields, penalty):
+    req = ChatRequest(model="tiny", messages=[{"role": "user", "content": "一"}], **fields)
+    assert build_request(req, tiny.engine, tiny.settings).sampling.repetition_penalty == penalty
 
 
 def test_seeded_sampling_is_reproducible(tiny, tok):
