@@ -14,7 +14,8 @@ What is special about this stage (everything else lives in trainer/):
          trainer/grpo.py.
   start  <out_dir>/distill.pth (--init); the weights go to <out_dir>/grpo.pth.
 Validation is held-out accuracy: greedy answers to the held-out problems (the demo's
-r1_test, or --eval_file), scored by the same matcher as the rewards.
+validation split r1_val, or --eval_file), scored by the same matcher as the rewards.
+r1_test stays untouched for the final comparison with eval_model.py.
 """
 from dataclasses import dataclass
 
@@ -46,7 +47,7 @@ class GRPOConfig(ChatConfig):
     epsilon: float = _f(0.2, "PPO clip range of the probability ratio")
     num_iterations: int = _f(1, "updates per rollout batch (1: the ratio is 1, a plain policy gradient)")
     beta: float = _f(0.0, "weight of the k3 KL penalty to the starting model (0: no reference model is held)")
-    eval_file: str = _f("", "held-out problems for validation accuracy (default: the demo's r1_test, or "
+    eval_file: str = _f("", "held-out problems for validation accuracy (default: the demo's r1_val, or "
                             "the --val_fraction split of --data_path)")
     eval_samples: int = _f(100, "held-out problems scored at each validation")
 
@@ -88,7 +89,7 @@ def check_grpo(cfg: GRPOConfig) -> None:
 def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
     train = read_problems(cfg.data_path or [str(ensure_demo_corpus("r1"))], cfg)
     if cfg.eval_file or not cfg.data_path:
-        held_out = read_problems([cfg.eval_file or str(ensure_demo_corpus("r1_test"))], cfg)
+        held_out = read_problems([cfg.eval_file or str(ensure_demo_corpus("r1_val"))], cfg)
     else:  # the last --val_fraction of the problems, never trained on
         cut = max(1, round(len(train) * cfg.val_fraction))
         train, held_out = train[:-cut], train[-cut:]

@@ -28,7 +28,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, list[dict]]:
-    """All five kinds at their default sizes, generated once for the module."""
+    """All eight kinds at their default sizes, generated once for the module."""
     out = tmp_path_factory.mktemp("demo")
     return {kind: read_jsonl(ensure_demo_corpus(kind, out)) for kind in DEMO_KINDS}
 
@@ -120,7 +120,7 @@ def test_facts_agree_across_stages(corpus):
 # ---------------------------------------------------------------- r1: every problem re-solved
 
 R1_REPLY = re.compile(r"<think>\n(.+)\n</think>\n<answer>\n(.+)\n</answer>", re.DOTALL)
-EQUATION = re.compile(r"(\d+) ([-+×÷]) (\d+) = (\d+)")
+EQUATION = re.compile(r"(\d+)([-+×÷])(\d+)=(\d+)")
 
 
 def solve(q: str) -> tuple[str, str]:
@@ -130,7 +130,7 @@ def solve(q: str) -> tuple[str, str]:
     if m := re.search(r"篮子里有这些东西：(.+)。篮子里有几\w(.+)？", q):
         return "count", str(m.group(1).split("、").count(m.group(2)))
     if m := re.search(r"哪个数(最大|最小)", q):
-        options = dict(re.findall(r"^([ABCD])\. (\d+)$", q, re.M))
+        options = dict(re.findall(r"^([ABCD])：(\d+)$", q, re.M))
         pick = max if m.group(1) == "最大" else min
         return "extreme", pick(options, key=lambda k: int(options[k]))
     if m := re.search(r"今天是(星期.)。再过(\d+)天", q):
@@ -177,11 +177,24 @@ def test_r1_answers_are_tagged_correct_and_match_gold(corpus):
 
 
 def test_r1_numeric_answers_come_from_the_last_step(corpus):
+    checked = 0
     for r in corpus["r1"]:
         think = R1_REPLY.fullmatch(r["conversations"][1]["content"]).group(1)
         equations = EQUATION.findall(think)
         if r["answer"].isdigit() and equations:
             assert equations[-1][3] == r["answer"], think
+            checked += 1
+    assert checked > len(corpus["r1"]) // 2  # the equation pattern did match
+
+
+def test_numbers_in_problems_are_single_tokens(corpus):
+    """The design rule of word_problems.py: every number a problem or its steps write in
+    digits is at most MAX_NUMBER (20), which the shipped tokenizer encodes as one token."""
+    tok = load_tokenizer()
+    numbers = {int(x) for r in corpus["r1"] + corpus["r1_test"]
+               for turn in r["conversations"] for x in re.findall(r"\d+", turn["content"])}
+    assert max(numbers) == 20 and len(numbers) == 21  # 0..20, all of them used
+    assert all(len(tok.encode(str(n))) == 1 for n in numbers)
 
 
 def test_r1_test_is_held_out_from_r1_and_solvable(corpus):
@@ -197,6 +210,30 @@ def test_r1_test_is_held_out_from_r1_and_solvable(corpus):
         assert solved == r["answer"]
         kinds.add(kind)
     assert len(kinds) == 11
+
+
+def test_r1_val_is_held_out_from_r1_and_from_r1_test(corpus):
+    val = [r["conversations"][0]["content"] for r in corpus["r1_val"]]
+    assert len(val) == 200 and len(set(val)) == 200
+    for kind in ("r1", "r1_test"):
+        assert not {r["conversations"][0]["content"] for r in corpus[kind]} & set(val), kind
+    assert all(solve(q)[1] == r["answer"] for q, r in zip(val, corpus["r1_val"]))
+
+
+def test_dpo_test_pairs_are_not_training_pairs(corpus):
+    pair = lambda r: json.dumps([r["chosen"], r["rejected"]], ensure_ascii=False)  # noqa: E731
+    test = [pair(r) for r in corpus["dpo_test"]]
+    assert len(test) == 200 and len(set(test)) == 200
+    assert not {pair(r) for r in corpus["dpo"]} & set(test)
+
+
+def test_pretrain_exercises_never_ask_a_held_out_question(corpus):
+    text = "\n".join(r["text"] for r in corpus["pretrain"])
+    exercises = re.findall(r"练习：(.+?)\n解：", text, re.S)
+    assert len(exercises) > 1000
+    held_out = {r["conversations"][0]["content"] for kind in ("r1_test", "r1_val") for r in corpus[kind]}
+    assert not held_out & set(exercises)
+    assert all(solve(q)[1] for q in exercises[:200])  # real problems, with their solutions beside them
 
 
 def test_r1_test_of_another_seed_is_held_out_from_that_seeds_r1():

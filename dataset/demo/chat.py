@@ -14,7 +14,7 @@ import random
 from typing import Callable, NamedTuple
 
 from .pretrain import day_out, profile
-from .world import (BY_NAME, CHARACTERS, STORY_CAST, THING_COLORS, WEEKDAYS, Character, pick_other,
+from .world import (BY_NAME, CHARACTERS, MAX_NUMBER, STORY_CAST, THING_COLORS, WEEKDAYS, Character, pick_other,
                          residents, join_names, zh_number)
 
 
@@ -111,9 +111,12 @@ def story(rng: random.Random) -> QA:
 
 def arithmetic(rng: random.Random) -> QA:
     op = rng.choice("+-×")
-    a, b = (rng.randint(1, 9), rng.randint(1, 9)) if op == "×" else (rng.randint(0, 30), rng.randint(0, 30))
-    if op == "-" and b > a:
-        a, b = b, a
+    if op == "×":
+        a = rng.randint(1, 9)
+        b = rng.randint(1, min(9, MAX_NUMBER // a))
+    else:  # every number at most MAX_NUMBER: one token each (world.py)
+        a = rng.randint(0, MAX_NUMBER)
+        b = rng.randint(0, MAX_NUMBER - a if op == "+" else a)
     c = a + b if op == "+" else a - b if op == "-" else a * b
     off = c + rng.choice((-2, -1, 1, 2)) if c >= 2 else c + rng.choice((1, 2))
     words = {"+": "加", "-": "减", "×": "乘以"}[op]
@@ -122,8 +125,8 @@ def arithmetic(rng: random.Random) -> QA:
         a_, b_ = zh_number(a), zh_number(b)
         return QA(q.format(a=a_, w=words, b=b_), f"{a_}{words}{b_}等于{zh_number(c)}。",
                   f"{a_}{words}{b_}等于{zh_number(off)}。")
-    q = rng.choice(("{a} {op} {b} 等于多少？", "请算一下 {a} {op} {b}。", "{a} {op} {b} = ?"))
-    return QA(q.format(a=a, op=op, b=b), f"{a} {op} {b} = {c}。", f"{a} {op} {b} = {off}。")
+    q = rng.choice(("{a}{op}{b}等于多少？", "请算一下{a}{op}{b}。", "{a}{op}{b}=?", "{a} {op} {b} 等于多少？"))
+    return QA(q.format(a=a, op=op, b=b), f"{a}{op}{b}={c}。", f"{a}{op}{b}={off}。")
 
 
 def compare(rng: random.Random) -> QA:

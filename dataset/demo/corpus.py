@@ -6,16 +6,21 @@ end with nothing downloaded. The text is generated here from templates about
 from anywhere, and it is regular enough that a tiny model visibly learns it.
 
     out/demo/{kind}.jsonl   record                                        default size
-    pretrain    {"text"}: 1-3 short paragraphs                  7,000 records, about 1.3M characters
+    pretrain    {"text"}: 1-3 short paragraphs                  7,000 records, about 1.5M characters
     sft         {"conversations"}: 1-4 turns, identity Q&A     12,000 dialogues, each under 512 tokens
     sft_long    {"conversations"}: many turns                  2,000 dialogues of 512-1024 tokens
     r1          {"conversations", "answer"}: <think>/<answer>  6,000 problems with gold answers
     dpo         {"chosen", "rejected"}: message lists          4,000 pairs
     r1_test     the same as r1: held-out problems               200 problems, none asked in r1
+    r1_val      the same as r1: problems for choosing settings  200 problems, none in r1 or r1_test
+    dpo_test    the same as dpo: held-out pairs                  200 pairs, none in dpo
 
 r1_test is the evaluation set for the reasoning stage. It has its own random
 stream, and every question of r1 (same seed, default size, so any smaller r1
 too: a smaller size is a prefix) is left out, as is any repeat within it.
+r1_val is the validation split: settings (steps, learning rates, GRPO's group
+size...) are chosen on it, so that r1_test still measures something new. It
+leaves out every question of r1 and of r1_test.
 
 `size` always counts records. The same (kind, seed, size) gives byte-identical
 files: each kind draws from its own random.Random seeded by a string, never the
@@ -24,12 +29,13 @@ global RNG or hash() (whose value changes between runs). A sidecar
 source, the seed and size, and the file's byte count; when any of them differs,
 ensure_demo_corpus() writes the file again.
 
-    python -m dataset.demo                       # write all six, print counts and samples
+    python -m dataset.demo                       # write all eight, print counts and samples
     python -m dataset.demo --kind r1 --seed 1
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -41,18 +47,24 @@ from typing import Callable, Iterator
 
 from .chat import sft_long_record, sft_record
 from .pretrain import pretrain_record
-from .reason import dpo_record, r1_record, r1_test_records
+from .reason import dpo_record, held_out_records, pair_of, question_of, r1_record
 
-GENERATOR_MODULES = ("world", "pretrain", "chat", "reason")  # this package's generators, fingerprinted
+GENERATOR_MODULES = ("world", "word_problems", "pretrain", "chat", "reason")  # this package's generators, fingerprinted
 DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root when the scripts run)
-DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo", "r1_test")
+DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo", "r1_test", "r1_val", "dpo_test")
 DEMO_VERSION = 1  # bump when the output changes in a way the source fingerprint would not show
 # Records per kind: each file is a few MB and takes about a second to write.
 DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000,
-                                  "r1_test": 200}
+                                  "r1_test": 200, "r1_val": 200, "dpo_test": 200}
 _MAKERS: dict[str, Callable[[random.Random], dict]] = {
     "pretrain": pretrain_record, "sft": sft_record, "sft_long": sft_long_record,
     "r1": r1_record, "dpo": dpo_record,
+}
+# The held-out kinds: (maker, the key that must be new, the kinds of the same seed whose keys are excluded).
+HELD_OUT: dict[str, tuple[Callable[[random.Random], dict], Callable[[dict], str], tuple[str, ...]]] = {
+    "r1_test": (r1_record, question_of, ("r1",)),
+    "r1_val": (r1_record, question_of, ("r1", "r1_test")),
+    "dpo_test": (dpo_record, pair_of, ("dpo",)),
 }
 
 
@@ -73,11 +85,16 @@ def demo_records(kind: str, seed: int = 0, size: int | None = None) -> Iterator[
     n = _check(kind, seed, size)
     # A string seed goes through SHA-512, so kinds and seeds get independent, stable streams.
     rng = random.Random(f"spongebob-demo/{kind}/{seed}")
-    if kind == "r1_test":
-        train = {r["conversations"][0]["content"] for r in demo_records("r1", seed)}
-        yield from r1_test_records(rng, n, train)
+    if kind in HELD_OUT:
+        make, key, excluded = HELD_OUT[kind]
+        seen = {key(r) for k in excluded for r in demo_records(k, seed)}
+        yield from held_out_records(make, key, rng, n, seen)
         return
     make = _MAKERS[kind]
+    if kind == "pretrain":  # its worked problems never ask a held-out question
+        held_out = frozenset(r["conversations"][0]["content"] for k in ("r1_test", "r1_val")
+                             for r in demo_records(k, seed))
+        make = functools.partial(pretrain_record, held_out=held_out)
     for _ in range(n):
         yield make(rng)
 
@@ -165,7 +182,7 @@ def _summary(path: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataset.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--kind", default="all", choices=("all",) + DEMO_KINDS,
-                        help="which corpus to write (default: all six)")
+                        help="which corpus to write (default: all eight)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     parser.add_argument("--size", type=int, default=None,
                         help="number of records (default per kind: "

@@ -2,7 +2,7 @@
 
 A paragraph is a few sentences on one topic — a character's profile, a day
 out with a friend, an arithmetic lesson, the days of the week, colours,
-counting, a little dialogue, a meal. Each topic has its own small set of
+counting, a little dialogue, a meal, a worked word problem. Each topic has its own small set of
 sentence templates, and every fact comes from world.py, so the same facts
 recur in many phrasings: that regularity is what lets a tiny model learn the
 world in minutes, and the variety of slots keeps it from simply memorising.
@@ -14,7 +14,8 @@ from typing import Callable
 
 from .world import (BY_NAME, CHARACTERS, FEELINGS, FOODS, OUTINGS, MENU, SEASONS, STORY_CAST,
                          THING_COLORS, TIMES, TOWN, WEATHER, WEEKDAYS, COUNTABLES, Character,
-                         pick_other, residents, join_names, zh_count, zh_number)
+                         MAX_NUMBER, pick_other, residents, join_names, zh_count, zh_number)
+from .word_problems import problem
 
 
 def fill(rng: random.Random, templates: tuple[str, ...], **slots: str) -> str:
@@ -86,19 +87,22 @@ def day_out(rng: random.Random, a: Character | None = None) -> list[str]:
 def _fact(rng: random.Random, op: str, a: int, b: int, c: int) -> str:
     """One arithmetic fact, in words or in digits."""
     words = {"+": "加", "-": "减", "×": "乘以"}[op]
-    if rng.random() < 0.5:
+    if rng.random() < 1 / 3:
         return f"{zh_number(a)}{words}{zh_number(b)}等于{zh_number(c)}。"
-    return f"{a} {op} {b} = {c}。"
+    return f"{a}{op}{b}={c}。"  # written as the reasoning steps write it (reason.py)
 
 
 def arithmetic(rng: random.Random) -> list[str]:
     out = [rng.choice(("我们来学算术。", "今天的算术课上，泡芙老师在黑板上写了几道题。", "算术很有趣。",
                        "海绵宝宝在练习算术。"))]
-    for _ in range(rng.randint(4, 7)):
+    for _ in range(rng.randint(5, 9)):  # every number at most MAX_NUMBER, as in the reasoning problems
         op = rng.choice("+-×")
-        a, b = rng.randint(0, 20 if op != "×" else 9), rng.randint(0, 20 if op != "×" else 9)
-        if op == "-" and b > a:
-            a, b = b, a
+        if op == "×":
+            a = rng.randint(1, 9)
+            b = rng.randint(1, min(9, MAX_NUMBER // a))
+        else:
+            a = rng.randint(0, MAX_NUMBER)
+            b = rng.randint(0, MAX_NUMBER - a if op == "+" else a)
         out.append(_fact(rng, op, a, b, a + b if op == "+" else a - b if op == "-" else a * b))
     n = rng.randint(1, 98)
     out.append(fill(rng, ("{n}的后面是{m}。", "{m}的前面是{n}。", "{m}比{n}大一。"),
@@ -190,7 +194,7 @@ def meal(rng: random.Random) -> list[str]:
     out = [f"{rng.choice(TIMES)}，{c.name}饿了。",
            f"{c.pronoun}去{place}买了{zh_count(k, measure)}{food}。",
            f"一{measure}{food}要{zh_count(price, '枚')}金币，{zh_count(k, measure)}一共要{zh_count(k * price, '枚')}金币。",
-           f"{k} × {price} = {k * price}。"]
+           f"{k}×{price}={k * price}。"]
     out.append(f"{c.pronoun}最爱吃的是{c.food}。" if c.food != food else f"{food}是{c.pronoun}最爱吃的东西。")
     return out
 
@@ -207,15 +211,28 @@ def town(rng: random.Random) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- worked problems
+
+def worked_problem(rng: random.Random, held_out: frozenset[str] = frozenset()) -> list[str]:
+    """A word problem and its solution in prose, as an exercise book prints them: the
+    copying and arithmetic that the reasoning stage builds on. A question of the
+    held-out sets (r1_test, r1_val) is drawn again, so they stay unseen."""
+    question, steps, answer = problem(rng)
+    while question in held_out:
+        question, steps, answer = problem(rng)
+    return [f"练习：{question}\n", "解：" + "".join(steps), f"答案是{answer}。"]
+
+
 # How often each kind of paragraph appears: stories and profiles carry the world, so they lead.
-PARAGRAPHS: tuple[tuple[Callable[[random.Random], list[str]], int], ...] = (
-    (day_out, 6), (profile, 5), (dialogue, 3), (arithmetic, 3), (meal, 2), (counting, 2),
+PARAGRAPHS: tuple[tuple[Callable[..., list[str]], int], ...] = (
+    (day_out, 6), (profile, 5), (dialogue, 3), (arithmetic, 5), (worked_problem, 4), (meal, 2), (counting, 2),
     (comparing, 2), (calendar, 2), (colours, 2), (town, 2),
 )
 
 
-def pretrain_record(rng: random.Random) -> dict:
-    """One {"text"} record: one or two paragraphs joined into a short document."""
+def pretrain_record(rng: random.Random, held_out: frozenset[str] = frozenset()) -> dict:
+    """One {"text"} record: one to three paragraphs joined into a short document."""
     makers, weights = zip(*PARAGRAPHS)
-    parts = ["".join(maker(rng)) for maker in rng.choices(makers, weights, k=rng.choice((1, 2, 3)))]
+    parts = ["".join(maker(rng, held_out) if maker is worked_problem else maker(rng))
+             for maker in rng.choices(makers, weights, k=rng.choice((1, 2, 3)))]
     return {"text": "\n".join(parts)}

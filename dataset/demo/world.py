@@ -102,6 +102,14 @@ FOODS = ("蟹黄堡", "海藻汤", "珊瑚饼干", "冰淇淋", "橡果", "海�
 MENU: dict[str, tuple[int, str]] = {"蟹黄堡": (3, "个"), "海藻汤": (2, "碗"), "珊瑚饼干": (1, "块"),
                                     "冰淇淋": (2, "个"), "海带卷": (4, "个"), "草莓奶昔": (5, "杯")}
 
+# The largest number a demo problem writes in digits. The shipped tokenizer has one
+# token for each of 0..40 (41 and 56 are two), so copying a number from the
+# question into a step is copying one token, and "12+9=21" is a fact about three
+# tokens: within reach of a tiny model, where split digits are not. 20 rather than
+# 40 keeps the facts few enough (231 sums, 231 differences) for the model to meet
+# each of them many times in one demo run.
+MAX_NUMBER = 20
+
 _DIGITS = "零一二三四五六七八九"
 
 
