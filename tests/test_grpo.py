@@ -14,7 +14,7 @@ from tokenizer import load_tokenizer
 from trainer import ConfigError, Trainer, parse_config
 from trainer.distributed import DistInfo
 from trainer.grpo import GRPOLoss, ProblemEval, RolloutData, clipped_objective, group_advantages, k3_kl
-from trainer.rewards import accuracy_reward, format_reward, parse_reward_weights
+from trainer.rewards import accuracy_reward, arithmetic_reward, format_reward, parse_reward_weights
 
 GOOD = "<think>\n12 + 5 = 17\n</think>\n<answer>\n17\n</answer>"
 PROBLEM = Problem("p:1", [{"role": "user", "content": "12 加 5 是多少？"}], "17")
@@ -64,10 +64,22 @@ def test_rewards_on_hand_written_completions(completion, accuracy, fmt):
     assert accuracy_reward(completion, PROBLEM) == accuracy and format_reward(completion, PROBLEM) == fmt
 
 
+@pytest.mark.parametrize("completion,share", [
+    ("<think>\n12+9=21。\n20-7=13。\n</think>", 1.0),                     # both right
+    ("3 × 4 = 12，18÷3=6，7÷2=3。", 2 / 3),                                 # spaces, ×, ÷; 7÷2 is not 3
+    ("10-3=8，2*2=4。", 0.5),
+    ("1.5+2=3.5", 0.0),                                                     # not integers: not a calculation here
+    ("5/0=0", 0.0),                                                         # no division by zero
+    ("<think>\n所以有17个。\n</think>", 0.0),                               # no calculation at all
+])
+def test_arithmetic_reward_scores_each_written_calculation(completion, share):
+    assert math.isclose(arithmetic_reward(completion, PROBLEM), share)
+
+
 def test_reward_weights_and_stage_flags_fail_in_one_line(tmp_path):
     assert parse_reward_weights("accuracy:1, format:0.2") == {"accuracy": 1.0, "format": 0.2}
     for bad in ("accuracy=1", "speed:1", "accuracy:x", "accuracy:0"):
-        with pytest.raises(ValueError, match="--reward_weights .*accuracy, format"):
+        with pytest.raises(ValueError, match="--reward_weights .*accuracy, format, arithmetic"):
             parse_reward_weights(bad)
     cfg = parse_config(["--num_generations", "1"], "t", grpo.REFERENCE, config_cls=grpo.GRPOConfig)
     with pytest.raises(ConfigError, match="--num_generations 1: GRPO compares completions within a group"):

@@ -10,6 +10,7 @@ it in REWARDS under a name, and give that name a weight in --reward_weights.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from dataset.problems import Problem
@@ -28,7 +29,28 @@ def format_reward(completion: str, problem: Problem) -> float:
     return 1.0 if is_compliant(completion) else 0.0
 
 
-REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward}
+# "12+9=21", "3 × 4 = 12", "20-7=13", "18÷3=6": integers only, so the check is exact.
+EQUATION = re.compile(r"(?<![\d.])(\d+)\s*([+\-−×*÷/])\s*(\d+)\s*=\s*(\d+)(?![\d.])")
+_APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "−": lambda a, b: a - b,
+          "×": lambda a, b: a * b, "*": lambda a, b: a * b,
+          "÷": lambda a, b: a / b if b else None, "/": lambda a, b: a / b if b else None}
+
+
+def arithmetic_reward(completion: str, problem: Problem) -> float:
+    """The share of the completion's written calculations ("a+b=c") that are right; 0 when it writes none.
+
+    A process reward that is still verifiable: it checks each step's arithmetic, not
+    whether the step was the right one to take. A tiny model's wrong answers are mostly
+    wrong sums, and this scores each sum, where accuracy only scores the last one."""
+    found = EQUATION.findall(completion)
+    if not found:
+        return 0.0
+    right = sum(_APPLY[op](int(a), int(b)) == int(c) for a, op, b, c in found)
+    return right / len(found)
+
+
+REWARDS: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward,
+                                "arithmetic": arithmetic_reward}
 
 
 def parse_reward_weights(text: str) -> dict[str, float]:
