@@ -4,9 +4,11 @@ For every pair (dataset/preference.py) both conversations are scored teacher-for
 the summed log-probability of each reply's trained tokens (SFT's mask) under the
 model and under a reference (DPO's starting point). Reported:
 
-  chosen preferred   share of pairs whose chosen reply has the higher mean log-prob per
-                     token under the model: reference-free, so before (the SFT model) and
-                     after (the DPO model) compare directly
+  chosen likelier    share of pairs whose chosen reply is the more probable reply as a
+                     whole (higher summed log-prob) under the model: reference-free, so
+                     before (the SFT model) and after (the DPO model) compare directly
+  chosen preferred   the same by mean log-prob per token (SimPO's view: a short rejected
+                     reply no longer wins by being short)
   reward accuracy    share of pairs with beta * [(log pi(c) - log ref(c)) - (log pi(r) - log ref(r))] > 0:
                      DPO's own implicit reward (rewards/accuracies in training); 0 for the reference itself
   reward margin      the mean of that bracket times beta (rewards/margins)
@@ -41,7 +43,7 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
                    data_format: str | None = None, skip: SkipStats | None = None,
                    max_samples: int | None = None) -> dict:
     limit = model.config.max_position_embeddings
-    n = preferred = rewarded = 0
+    n = likelier = preferred = rewarded = 0
     margin = chosen_sum = rejected_sum = 0.0
     for _, (prompt, chosen, rejected) in iter_pairs(path, data_format, skip):
         convs = [prompt + [{"role": "assistant", "content": reply}] for reply in (chosen, rejected)]
@@ -51,12 +53,13 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
         (rc, _), (rr, _) = (reply_logps(reference, tok, c) for c in convs)
         delta = beta * ((pc - rc) - (pr - rr))
         n += 1
+        likelier += pc > pr
         preferred += pc / max(nc, 1) > pr / max(nr, 1)
         rewarded += delta > 0
         margin, chosen_sum, rejected_sum = margin + delta, chosen_sum + pc, rejected_sum + pr
         if max_samples and n >= max_samples:
             break
-    return {"pairs": n, "chosen_preferred": preferred / max(n, 1), "reward_accuracy": rewarded / max(n, 1),
+    return {"pairs": n, "chosen_likelier": likelier / max(n, 1), "chosen_preferred": preferred / max(n, 1), "reward_accuracy": rewarded / max(n, 1),
             "reward_margin": margin / max(n, 1), "logps_chosen": chosen_sum / max(n, 1),
             "logps_rejected": rejected_sum / max(n, 1)}
 
@@ -64,6 +67,7 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
 def format_pref_report(report: dict, beta: float) -> str:
     return "\n".join([
         f"pairs              {report['pairs']}",
+        f"chosen likelier    {100 * report['chosen_likelier']:.1f}%   (higher summed log-prob of the reply, no reference)",
         f"chosen preferred   {100 * report['chosen_preferred']:.1f}%   (higher mean log-prob per token, no reference)",
         f"reward accuracy    {100 * report['reward_accuracy']:.1f}%   (DPO's implicit reward against the reference, "
         f"beta {beta:g})",

@@ -203,3 +203,31 @@ def test_dataset_stats_reads_preference_pairs(tmp_path):
     chosen = len(tokenize_chat(PROMPT + [{"role": "assistant", "content": CHOSEN}], load_tokenizer())[0])
     rejected = len(tokenize_chat(PROMPT + [{"role": "assistant", "content": REJECTED}], load_tokenizer())[0])
     assert stats["tokens_total"] == 3 * (chosen + rejected)
+
+
+def test_preference_report_counts_by_hand(tmp_path, monkeypatch):
+    # Three pairs with made-up (summed log-prob, trained tokens) per reply, model and reference.
+    from evaluation import pref_eval
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"q{i}", "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    policy = {"c0": (-10.0, 5), "r0": (-9.0, 2), "c1": (-9.0, 3), "r1": (-6.0, 3), "c2": (-4.0, 4), "r2": (-8.0, 2)}
+    ref = {"c0": (-11.0, 5), "r0": (-11.0, 2), "c1": (-9.0, 3), "r1": (-5.0, 3), "c2": (-4.0, 4), "r2": (-8.0, 2)}
+    models = {"policy": policy, "ref": ref}
+    monkeypatch.setattr(pref_eval, "reply_logps", lambda m, tok, conv: models[m][conv[-1]["content"]])
+    monkeypatch.setattr(pref_eval, "SpongeBob", object)
+
+    class Cfg:
+        max_position_embeddings = 4096
+
+    class Fake(str):
+        config = Cfg()
+
+    report = pref_eval.evaluate_pairs(Fake("policy"), Fake("ref"), load_tokenizer(), path, beta=0.5)
+    # summed: -10 > -9 no; -9 > -6 no; -4 > -8 yes -> 1/3
+    # per token: -2 > -4.5 yes; -3 > -2 no; -1 > -4 yes -> 2/3 (the short rejected r0 loses per token)
+    # reward: 0.5*((-10+11) - (-9+11)) = -0.5; 0.5*(0 - (-6+5)) = 0.5; 0.5*(0 - 0) = 0 -> 1/3 above 0, mean 0
+    assert report["pairs"] == 3
+    assert math.isclose(report["chosen_likelier"], 1 / 3) and math.isclose(report["chosen_preferred"], 2 / 3)
+    assert math.isclose(report["reward_accuracy"], 1 / 3) and math.isclose(report["reward_margin"], 0.0, abs_tol=1e-12)
+    assert math.isclose(report["logps_chosen"], -23 / 3) and math.isclose(report["logps_rejected"], -23 / 3)
