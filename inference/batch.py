@@ -178,10 +178,15 @@ class BatchDecoder:
             done[key] = slot
 
     def _prefill_one(self) -> None:
-        """Write the next chunk of the oldest unfinished prompt into its slot."""
-        todo = [(s, q) for s, q in self.active.items() if q.cached < len(q.prompt)]
+        """Write the next chunk of the prompt with the fewest tokens left (the oldest on a tie).
+        Shortest first: a short prompt that arrives while a long one is being prefilled gets its
+        first token after one chunk, not after the whole long prompt. The long one still moves
+        a chunk each step there is no shorter prompt waiting, and the slots bound how many can."""
+        todo = [(len(q.prompt) - q.cached, i, s, q) for i, (s, q) in enumerate(self.active.items())
+                if q.cached < len(q.prompt)]
         if todo:
-            self._prefill(*todo[0])
+            _, _, slot, seq = min(todo, key=lambda t: t[:2])
+            self._prefill(slot, seq)
 
     def _prefill(self, slot: int, seq: Sequence) -> None:
         """One chunk of one prompt into its slot; after the last chunk, the next token's logits."""

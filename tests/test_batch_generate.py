@@ -68,3 +68,25 @@ def test_slots_are_freed_and_reused_mid_flight():
     run_until(lambda: all(seq.finish is not None for seq in decoder.active.values()))
     for name, prompt in (("a", PROMPTS[0]), ("b", PROMPTS[3]), ("c", PROMPTS[5])):
         assert out[name] == list(generate(model, prompt, cfg)), name
+
+
+def test_a_short_prompt_is_prefilled_before_the_rest_of_a_long_one():
+    model = tiny()
+    cfg = SamplingConfig(max_new_tokens=3, temperature=0)
+    decoder = BatchDecoder(model, slots=2, prefill_chunk=4)
+    long_prompt, short_prompt = list(range(10, 50)), [1, 2, 3]
+    slot_long = decoder.add(long_prompt, cfg)
+    decoder.step()  # the first chunk of the long prompt: 4 of 40 tokens
+    assert decoder.active[slot_long].cached == 4
+    slot_short = decoder.add(short_prompt, cfg)
+    decoder.step()  # 3 tokens left beat 36: the short prompt goes next, whole
+    assert decoder.active[slot_short].cached == 3 and decoder.active[slot_long].cached == 4
+    first = dict(decoder.step())  # the short one samples its first token; the long one gets its second chunk
+    assert first[slot_short] is not None and decoder.active[slot_long].cached == 8
+    out = {slot_short: [first[slot_short]], slot_long: []}
+    while any(seq.finish is None for seq in decoder.active.values()):
+        for slot, token in decoder.step():
+            if token is not None:
+                out[slot].append(token)
+    assert out[slot_short] == list(generate(model, short_prompt, cfg))
+    assert out[slot_long] == list(generate(model, long_prompt, cfg))
