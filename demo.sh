@@ -1,23 +1,46 @@
 #!/usr/bin/env bash
 # The whole demo chain on the built-in data (no download, no GPU needed):
-#   pretrain -> sft -> sft_long -> distill, then the SFT-only model (sft_long)
-#   and the distilled model answer the same held-out reasoning problems.
-# Each stage starts from the one before (out/<stage>.pth). Set PYTHON to use
-# another interpreter than the project's .venv.
+#   pretrain -> sft -> sft_long -> distill, then the SFT-only model (sft_long) and
+#   the distilled model answer the same held-out reasoning problems;
+#   dpo (from sft), then the SFT and the DPO model rank held-out preference pairs;
+#   grpo (from distill), then the GRPO model answers the held-out problems.
+# Each stage starts from the one before in out/ (OUT_DIR to change it). Set PYTHON
+# to use another interpreter than the project's .venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${OUT_DIR:-out}
 
-"$PYTHON" pretrain.py
-"$PYTHON" sft.py
-"$PYTHON" sft_long.py
-"$PYTHON" distill.py
+stage() {  # stage SCRIPT: run a training stage and say how long it took
+  local start=$SECONDS
+  "$PYTHON" "$1" --out_dir "$OUT"
+  echo "== $1 took $((SECONDS - start)) s =="
+}
 
-# Problems that the r1 training set never asks (dataset/demo/, kind r1_test);
-# the first 100 of its 200, greedy.
+stage pretrain.py
+stage sft.py
+stage sft_long.py
+stage distill.py
+
+# Held-out sets that no training set contains (dataset/demo/): 200 problems the
+# r1 set never asks, and 200 preference pairs that the dpo set does not hold.
 "$PYTHON" -m dataset.demo --kind r1_test --samples 0
+"$PYTHON" -m dataset.demo --kind dpo_test --samples 0
+reasoning_eval() {  # reasoning_eval MODE: greedy answers to the first 100 held-out problems
+  "$PYTHON" eval_model.py --model_mode "$1" --out_dir "$OUT" --eval_file out/demo/r1_test.jsonl \
+    --max_samples 100 --max_new_tokens 160 --out "$OUT/eval/r1_test.mode$1.jsonl"
+}
 for mode in 3 2; do
   echo "== eval_model.py --model_mode $mode (3: SFT only, 2: distilled) on 100 held-out problems =="
-  "$PYTHON" eval_model.py --model_mode "$mode" --eval_file out/demo/r1_test.jsonl --max_samples 100 \
-    --out "out/eval/r1_test.mode$mode.jsonl" --max_new_tokens 120
+  reasoning_eval "$mode"
 done
+
+stage dpo.py
+for mode in 1 4; do
+  echo "== eval_model.py --model_mode $mode (1: SFT, 4: DPO) on 200 held-out preference pairs =="
+  "$PYTHON" eval_model.py --model_mode "$mode" --out_dir "$OUT" --eval_file out/demo/dpo_test.jsonl
+done
+
+stage grpo.py
+echo "== eval_model.py --model_mode 5 (GRPO) on the same 100 held-out problems =="
+reasoning_eval 5

@@ -21,8 +21,8 @@ from trainer.distributed import DistInfo
 REFERENCE = dict(epochs=2, batch_size=84, accumulation_steps=2, learning_rate=5e-4,
                  min_lr=5e-5, warmup_steps=100, max_seq_len=512, save_interval=1000, eval_interval=500)
 # The CPU demo after the pretraining demo: a few minutes on the built-in dialogues.
-DEMO = dict(epochs=1, max_steps=200, batch_size=16, accumulation_steps=1,
-            learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=100, eval_interval=100,
+DEMO = dict(epochs=1, max_steps=40, batch_size=16, accumulation_steps=1,
+            learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=40, eval_interval=20,
             log_interval=5, eval_batches=10)
 
 

@@ -15,8 +15,8 @@ from trainer.distributed import DistInfo
 # The seed's long-SFT run on a 24 GB GPU: rows of 1024 need a smaller batch.
 REFERENCE = dict(epochs=2, batch_size=28, accumulation_steps=8, learning_rate=5e-4,
                  min_lr=5e-5, warmup_steps=100, max_seq_len=1024, save_interval=1000, eval_interval=500)
-DEMO = dict(epochs=1, max_steps=80, batch_size=4, accumulation_steps=1, max_seq_len=1024,
-            learning_rate=5e-4, min_lr=5e-5, warmup_steps=10, save_interval=50, eval_interval=50,
+DEMO = dict(epochs=1, max_steps=40, batch_size=4, accumulation_steps=1, max_seq_len=1024,
+            learning_rate=5e-4, min_lr=5e-5, warmup_steps=10, save_interval=40, eval_interval=20,
             log_interval=5, eval_batches=5)
 
 

@@ -12,7 +12,7 @@ Weights and optimizer state always stay fp32.
     CUDA, compute capability >= 8.0 (A100, RTX 30xx, H100 ...)   bf16
     older CUDA GPUs (T4, V100, RTX 20xx)                          fp16 + GradScaler
     CPUs with AVX512-BF16 or AMX (recent Xeon, Zen 4/5), or Arm
-    CPUs with the BF16 extension                                  bf16 (2.6x faster than fp32, see bench/)
+    CPUs with the BF16 extension                                  bf16 (1.9-2.3x fp32 on 2 cores: bench/LOG.md)
     other CPUs, and Apple MPS                                     fp32
 torch.cuda.is_bf16_supported() is not used: it also says yes where bf16 is only
 emulated, and emulated bf16 is slower than fp16 (and on a CPU, than fp32).
