@@ -20,11 +20,9 @@ from .run import StageData
 @dataclass
 class ChatConfig(TrainConfig):
     """The options of the fine-tuning stages (sft, sft_long, distill, dpo, grpo)."""
-    # group by default: the fastest layout measured (bench/RESULTS.md, "SFT layouts"), and it needs no mask.
-    packing: str = _f("group", "chat rows: group (one conversation per row, batches of similar lengths), pack "
-                               "(whole conversations packed into rows of --max_seq_len, each attending only to "
-                               "itself: the least padding) or none (one per row, padded to the longest of a "
-                               "random batch)")
+    packing: str = _f("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
+                              "attending only to itself), group (one per row, batches of similar lengths) or "
+                              "none (one per row, padded to the longest of a random batch)")
     # LoRA, with LLaMA-Factory's names (model/lora.py)
     lora_rank: int = _f(0, "LoRA rank: train low-rank adapters on frozen weights; 0 = full fine-tuning")
     lora_alpha: float = _f(0.0, "LoRA scale numerator (updates are scaled alpha / rank); 0 = 2 x --lora_rank")
