@@ -20,6 +20,7 @@ from .run import StageData
 @dataclass
 class ChatConfig(TrainConfig):
     """The options of the fine-tuning stages (sft, sft_long, distill, dpo, grpo)."""
+    # pack by default: never far behind group and far ahead on short chats (bench/RESULTS.md, "SFT layouts").
     packing: str = _f("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
                               "attending only to itself), group (one per row, batches of similar lengths) or "
                               "none (one per row, padded to the longest of a random batch)")
