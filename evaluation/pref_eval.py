@@ -59,9 +59,10 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
         margin, chosen_sum, rejected_sum = margin + delta, chosen_sum + pc, rejected_sum + pr
         if max_samples and n >= max_samples:
             break
-    return {"pairs": n, "chosen_likelier": likelier / max(n, 1), "chosen_preferred": preferred / max(n, 1), "reward_accuracy": rewarded / max(n, 1),
-            "reward_margin": margin / max(n, 1), "logps_chosen": chosen_sum / max(n, 1),
-            "logps_rejected": rejected_sum / max(n, 1)}
+    per_pair = max(n, 1)
+    return {"pairs": n, "chosen_likelier": likelier / per_pair, "chosen_preferred": preferred / per_pair,
+            "reward_accuracy": rewarded / per_pair, "reward_margin": margin / per_pair,
+            "logps_chosen": chosen_sum / per_pair, "logps_rejected": rejected_sum / per_pair}
 
 
 def format_pref_report(report: dict, beta: float) -> str:

@@ -182,18 +182,15 @@ class BatchDecoder:
         Shortest first: a short prompt that arrives while a long one is being prefilled gets its
         first token after one chunk, not after the whole long prompt. The long one still moves
         a chunk each step there is no shorter prompt waiting, and the slots bound how many can."""
-        todo = [(len(q.prompt) - q.cached, i, s, q) for i, (s, q) in enumerate(self.active.items())
-                if q.cached < len(q.prompt)]
-        if todo:
-            _, _, slot, seq = min(todo, key=lambda t: t[:2])
-            self._prefill(slot, seq)
+        todo = [(s, q) for s, q in self.active.items() if q.cached < len(q.prompt)]
+        if todo:  # min() keeps the first of equals: the oldest, as the slots are in arrival order
+            self._prefill(*min(todo, key=lambda sq: len(sq[1].prompt) - sq[1].cached))
 
     def _prefill(self, slot: int, seq: Sequence) -> None:
         """One chunk of one prompt into its slot; after the last chunk, the next token's logits."""
         device = self.cache.keys.device
         start, end = seq.cached, min(len(seq.prompt), seq.cached + self.prefill_chunk)
         ids = torch.tensor([seq.prompt[start:end]], device=device)
-        T = end - start
         keys = torch.arange(end, device=device)
         mask = (keys[None, :] <= torch.arange(start, end, device=device)[:, None])[None, None]
         view = _View(self.cache, torch.tensor([slot], device=device), torch.tensor([start], device=device), end)

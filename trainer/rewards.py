@@ -10,6 +10,7 @@ it in REWARDS under a name, and give that name a weight in --reward_weights.
 """
 from __future__ import annotations
 
+import operator
 import re
 from typing import Callable
 
@@ -31,9 +32,13 @@ def format_reward(completion: str, problem: Problem) -> float:
 
 # "12+9=21", "3 × 4 = 12", "20-7=13", "18÷3=6": integers only, so the check is exact.
 EQUATION = re.compile(r"(?<![\d.])(\d+)\s*([+\-−×*÷/])\s*(\d+)\s*=\s*(\d+)(?![\d.])")
-_APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "−": lambda a, b: a - b,
-          "×": lambda a, b: a * b, "*": lambda a, b: a * b,
-          "÷": lambda a, b: a / b if b else None, "/": lambda a, b: a / b if b else None}
+_APPLY = {"+": operator.add, "-": operator.sub, "−": operator.sub, "×": operator.mul, "*": operator.mul}
+
+
+def _is_right(a: int, op: str, b: int, c: int) -> bool:
+    if op in "÷/":  # a ÷ b = c exactly, in integers: no float, and nothing divides by zero
+        return b != 0 and a == b * c
+    return _APPLY[op](a, b) == c
 
 
 def arithmetic_reward(completion: str, problem: Problem) -> float:
@@ -45,7 +50,7 @@ def arithmetic_reward(completion: str, problem: Problem) -> float:
     found = EQUATION.findall(completion)
     if not found:
         return 0.0
-    right = sum(_APPLY[op](int(a), int(b)) == int(c) for a, op, b, c in found)
+    right = sum(_is_right(int(a), op, int(b), int(c)) for a, op, b, c in found)
     return right / len(found)
 
 
