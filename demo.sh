@@ -11,9 +11,9 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT_DIR:-out}
 
-stage() {  # stage SCRIPT: run a training stage and say how long it took
+stage() {  # stage SCRIPT: run a training stage afresh (an earlier run is moved aside) and say how long it took
   local start=$SECONDS
-  "$PYTHON" "$1" --out_dir "$OUT"
+  "$PYTHON" "$1" --out_dir "$OUT" --overwrite
   echo "== $1 took $((SECONDS - start)) s =="
 }
 

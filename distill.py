@@ -4,7 +4,8 @@
     python distill.py --data_path out/r1/gsm8k.jsonl        # your R1 data (see python -m dataset.convert)
     python distill.py --data_path r1.jsonl --teacher out/big/distill.pth   # white-box, from a teacher
 
-What is special about this stage (everything else lives in trainer/):
+Everything special about this stage is in this file (the loop, precision, checkpoints and
+resume are trainer/'s):
   data   chat data whose replies think: the MiniMind shape (<think>/<answer>
          tags), DeepSeek style (</think> then a bare answer), API dumps
          (reasoning_content + content) or {"question", "answer"} records. All are
@@ -13,31 +14,66 @@ What is special about this stage (everything else lives in trainer/):
          (or, with --skip_bad, counted and skipped).
   loss   SFT's mask, with the four tag tokens weighted --tag_weight and the
          thinking span --think_weight, normalised by the total weight
-         (trainer/losses.py). With --teacher, alpha * T^2 * KL(teacher || student)
+         (below). With --teacher, alpha * T^2 * KL(teacher || student)
          + (1 - alpha) * CE on the same weighted tokens.
   start  <out_dir>/sft_long.pth (--init); the weights go to <out_dir>/distill.pth.
+
+The losses, in full:
+
+Per-token weights. A distillation row is an SFT row (the loss mask is exactly
+SFT's: assistant replies, each through its <|im_end|>) whose reply looks like
+
+    <think>\\n step, step \\n</think>\\n<answer>\\n 12 \\n</answer><|im_end|>
+
+Every trained target gets weight 1, except
+  - the four tag tokens, which get --tag_weight (10 in the seeds), and
+  - the tokens between <think> and </think>, which get --think_weight (default 1).
+Weights only ever apply where the mask is already on: a tag in a user turn, a
+prompt position or padding has no target, so it gets no weight. (The reference
+tokenizer split the tags into common sub-tokens, so its x10 leaked onto those
+sub-tokens wherever they appeared; ours are single tokens.)
+
+Normalisation: weighted sum over weighted count,
+
+    loss = sum_t w_t * l_t / sum_t w_t      over the trained targets t,
+
+the same as token_loss and the engine's accumulation (it divides by the step's
+total weight, across micro-batches and ranks). So raising the tags' weight raises
+their share of the gradient without inflating the loss scale.
+
+White-box distillation (--teacher): l_t = alpha * T^2 * KL(p_teacher || p_student)
++ (1 - alpha) * CE(target), both distributions softened by temperature T; T^2
+keeps the soft term's gradient scale independent of T (Hinton et al. 2015).
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
-from model import CheckpointError, SpongeBob, load_model
+from model import IGNORE_INDEX, CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer
-from trainer import StageData, cli_config, run_stage
+from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig, chat_data
-from trainer.config import _f
+from trainer.config import non_negative, option, positive, within
+from trainer.contract import Batch, StageLoss
 from trainer.distributed import DistInfo
-from trainer.losses import TeacherLoss, reasoning_weights
+from trainer.reference import packed_inputs
 
 
 @dataclass
 class DistillConfig(ChatConfig):
-    tag_weight: float = _f(10.0, "loss weight of the <think> </think> <answer> </answer> tokens in the replies")
-    think_weight: float = _f(1.0, "loss weight of the tokens between <think> and </think>")
-    teacher: str = _f("", "white-box distillation from this checkpoint (same tokenizer); empty = off")
-    kd_alpha: float = _f(0.5, "with --teacher: share of the KL term (the rest is cross-entropy on the data)")
-    kd_temperature: float = _f(2.0, "with --teacher: softmax temperature of both models in the KL term")
+    tag_weight: float = option(10.0, "loss weight of the <think> </think> <answer> </answer> tokens in the replies",
+                               check=non_negative)
+    think_weight: float = option(1.0, "loss weight of the tokens between <think> and </think>", check=non_negative)
+    teacher: str = option("", "white-box distillation from this checkpoint (same tokenizer); empty = off")
+    kd_alpha: float = option(0.5, "with --teacher: share of the KL term (the rest is cross-entropy on the data)",
+                             check=within(0, 1, high_open=False))
+    kd_temperature: float = option(2.0, "with --teacher: softmax temperature of both models in the KL term",
+                                   check=positive)
 
 
 # The seed's advice: a very low lr at an effective batch of about 600 rows of 1024.
@@ -54,7 +90,7 @@ def build_data(cfg: DistillConfig, tok: SpongeTokenizer, dist: DistInfo) -> Stag
     weigh = partial(reasoning_weights, tag_ids=(tok.think_id, tok.think_end_id, tok.answer_id, tok.answer_end_id),
                     think_open_id=tok.think_id, think_close_id=tok.think_end_id,
                     tag_weight=cfg.tag_weight, think_weight=cfg.think_weight)
-    data = chat_data(cfg, tok, dist, demo_kind="r1", reasoning=True, weigh=weigh)
+    data = chat_data(cfg, tok, dist, "distill", reasoning=True, weigh=weigh)
     data.description += f"; tag weight {cfg.tag_weight:g}, think weight {cfg.think_weight:g}"
     return data
 
@@ -64,9 +100,6 @@ def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device,
     """Cross-entropy on the weighted tokens, or the teacher's mix with --teacher."""
     if not cfg.teacher:
         return None
-    if not 0 <= cfg.kd_alpha <= 1 or cfg.kd_temperature <= 0:
-        raise ValueError(f"--kd_alpha {cfg.kd_alpha} must be in [0, 1] and --kd_temperature "
-                         f"{cfg.kd_temperature} above 0")
     # load_model refuses a teacher trained with another tokenizer or vocabulary size.
     teacher, _ = load_model(cfg.teacher, tokenizer=tok, device=device)
     if teacher.config.max_position_embeddings < cfg.max_seq_len:
@@ -75,6 +108,56 @@ def build_loss(cfg: DistillConfig, tok: SpongeTokenizer, device: torch.device,
     return TeacherLoss(teacher, cfg.kd_alpha, cfg.kd_temperature)
 
 
+# ------------------------------------------------------------------ the losses
+def reasoning_weights(targets: torch.Tensor, tag_ids: Sequence[int], think_open_id: int, think_close_id: int,
+                      tag_weight: float = 10.0, think_weight: float = 1.0) -> torch.Tensor:
+    """Per-target weights (B, T) for reasoning rows; 0 where the target is ignored."""
+    trained = targets != IGNORE_INDEX
+    is_tag = torch.isin(targets, torch.tensor(list(tag_ids), device=targets.device)) & trained
+    # Depth of thinking at each target: opens so far minus closes so far, counting
+    # only trained tags, so a literal <think> typed in a user turn changes nothing.
+    opens = torch.cumsum((targets == think_open_id) & trained, dim=-1)
+    closes = torch.cumsum((targets == think_close_id) & trained, dim=-1)
+    thinking = (opens - closes > 0) & trained & ~is_tag
+    weights = trained.float()
+    weights = torch.where(thinking, torch.full_like(weights, think_weight), weights)
+    return torch.where(is_tag, torch.full_like(weights, tag_weight), weights)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                      weight: torch.Tensor | None, alpha: float, temperature: float) -> torch.Tensor:
+    """Summed sum_t w_t * (alpha * T^2 * KL_t + (1 - alpha) * CE_t) over trained targets."""
+    vocab = student_logits.size(-1)
+    student = student_logits.float().reshape(-1, vocab)
+    teacher = teacher_logits.float().reshape(-1, vocab)
+    flat_targets = targets.reshape(-1)
+    trained = (flat_targets != IGNORE_INDEX).float()
+    w = trained if weight is None else weight.reshape(-1).float() * trained
+    ce = F.cross_entropy(student, flat_targets, ignore_index=IGNORE_INDEX, reduction="none")
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)
+    per_token = alpha * temperature ** 2 * kl + (1 - alpha) * ce
+    return (per_token * w).sum()
+
+
+class TeacherLoss(StageLoss):
+    """The engine's loss_fn for white-box distillation: runs the frozen teacher on
+    the same inputs (no grad, eval mode, under the engine's autocast) and mixes
+    its soft targets with the hard labels."""
+
+    def __init__(self, teacher: SpongeBob, alpha: float, temperature: float):
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.alpha, self.temperature = alpha, temperature
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        # Packed rows: the teacher must see the same positions and the same mask, or its targets
+        # would be those of conversations reading each other.
+        with torch.no_grad():
+            teacher_logits = self.teacher(batch["input_ids"], **packed_inputs(batch)).logits
+        return distillation_loss(logits, teacher_logits, batch["targets"], batch.get("loss_weight"),
+                                 self.alpha, self.temperature)
+
+
 if __name__ == "__main__":
-    cfg = cli_config(__doc__, REFERENCE, DEMO, DistillConfig, init_from="sft_long")
-    run_stage(cfg, "distill", build_data, build_loss)
+    train_stage("distill", __doc__, REFERENCE, DEMO, build_data, build_loss, DistillConfig)

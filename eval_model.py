@@ -57,20 +57,20 @@ from dataset.preference import PREF_FORMATS
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
 from inference.generate import SamplingConfig, default_repetition_penalty, generate
-from inference.loading import MODEL_MODES, MODES_HELP, REASONING_MODES, UserError, load
+from inference.loading import MODES_HELP, UserError, load, mode_number, mode_stage
 from inference.streaming import stream_text
 from inference.think_split import ANSWER, ThinkSplitter
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
-from trainer.cli import OneLineParser
+from common.cli import OneLineParser
 
 PROMPT_MARKER = "> "
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_mode", type=int, default=0, choices=sorted(MODEL_MODES),
-                   help=MODES_HELP + "; picks the checkpoint in --out_dir")
+    p.add_argument("--model_mode", type=mode_number, default=0,
+                   help=MODES_HELP + "; a number or a stage name (--model_mode sft); picks the checkpoint in --out_dir")
     p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
     p.add_argument("--ckpt", default=None, help="checkpoint to load instead of the mode's <out_dir>/<stage>.pth")
     p.add_argument("--prompt", default=None, help="continue this one prompt and exit (default: read stdin)")
@@ -243,7 +243,7 @@ def budget_for(args: argparse.Namespace, tok: SpongeTokenizer, max_think_tokens:
 
 def chat(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, sampling: SamplingConfig) -> None:
     """Modes 1-3. Mode 2 shows its thinking apart from its answer and keeps only answers in the history."""
-    reasoning = args.model_mode in REASONING_MODES
+    reasoning = mode_stage(args.model_mode).thinks
     session = ChatSession(model, tok, sampling, system=args.system, seed=args.seed,
                           history_turns=0 if args.no_history else args.history_turns,
                           budget=budget_for(args, tok, args.max_think_tokens), keep_thinking=not reasoning)

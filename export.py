@@ -30,11 +30,11 @@ from pathlib import Path
 
 from exporters.gguf_file import GGUF_DTYPES, write_gguf
 from exporters.hf_dir import WEIGHTS_FILE, write_hf_export
-from inference.loading import MODEL_MODES, MODES_HELP, checkpoint_path
+from inference.loading import MODES_HELP, checkpoint_path, mode_number
 from exporters.peft_dir import ADAPTER_WEIGHTS, write_peft_export
 from model import ADAPTER_FORMAT, CheckpointError, ModelConfig, SpongeBob, load_model, read_checkpoint
 from tokenizer import TokenizerError, load_tokenizer
-from trainer.cli import OneLineParser, shown_path
+from common.cli import OneLineParser, shown_path
 
 
 class UserError(Exception):
@@ -44,8 +44,8 @@ class UserError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", default=None, help="model checkpoint to export, e.g. out/sft.pth (or use --model_mode)")
-    p.add_argument("--model_mode", type=int, default=None, choices=sorted(MODEL_MODES),
-                   help=MODES_HELP + "; exports that stage's checkpoint in --out_dir")
+    p.add_argument("--model_mode", type=mode_number, default=None,
+                   help=MODES_HELP + "; a number or a stage name; exports that stage's checkpoint in --out_dir")
     p.add_argument("--out_dir", default="out",
                    help="the folder the training stages wrote to; exports go to its export/ folder by default")
     p.add_argument("--format", choices=("hf", "gguf", "peft"), default="hf",

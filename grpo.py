@@ -4,57 +4,110 @@
     python grpo.py --data_path out/r1/gsm8k.jsonl           # your problems with gold answers
     python grpo.py --num_generations 8 --beta 0.04 --lora_rank 8
 
-What is special about this stage (everything else lives in trainer/):
+Everything special about this stage is in this file (the loop, precision, checkpoints and
+resume are trainer/'s; the rewards are evaluation/rewards.py):
   data   problems with gold answers, in any chat format (the R1 files of dataset.convert,
          the demo's r1 set): dataset/problems.py. Each micro-batch samples
          --num_generations completions of --batch_size problems from the current model.
   loss   group-relative advantages of the rewards (--reward_weights of accuracy, format and
-         arithmetic: trainer/rewards.py),
+         arithmetic: evaluation/rewards.py),
          PPO's clipped ratio (--epsilon, --num_iterations), token-level normalisation, and an
-         optional k3 KL penalty to the starting model (--beta; 0 holds no reference):
-         trainer/grpo.py.
+         optional k3 KL penalty to the starting model (--beta; 0 holds no reference).
   start  <out_dir>/distill.pth (--init); the weights go to <out_dir>/grpo.pth.
 Validation is held-out accuracy: greedy answers to the held-out problems (the demo's
 validation split r1_val, or --eval_file), scored by the same matcher as the rewards.
 r1_test stays untouched for the final comparison with eval_model.py.
+
+The loss, in full:
+
+Each step: for every problem, sample G completions from the current policy
+(--num_generations, in one batch with the KV cache: inference/batch.py), reward each
+(evaluation/rewards.py), and compare it with its group:
+
+    A_i = r_i - mean(r_group)            (/ std(r_group) with --scale_rewards)
+
+Every completion token t of completion i then gets the clipped surrogate of PPO plus,
+with --beta, a k3 estimate of the KL divergence to the frozen starting model:
+
+    ratio_t = pi(t) / pi_old(t)      (pi_old: the policy that sampled; ratio 1 with --num_iterations 1)
+    loss_t  = -min(ratio_t * A_i, clip(ratio_t, 1 - eps, 1 + eps) * A_i)
+              + beta * (exp(ref_t - logp_t) - (ref_t - logp_t) - 1)
+
+summed over all completion tokens and divided by their number across the whole step
+(the engine's normalisation): token-level, as DAPO and Dr GRPO do, so a long
+completion does not weigh less per token than a short one. A group whose rewards are
+all equal has zero advantage: it gives no signal, and its share is logged.
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from common.device import autocast
+from common.reasoning import answer_span, answers_match, is_compliant
+from common.seeding import seed_from
+from common.stages import stage
 from dataset.demo import ensure_demo_corpus
-from dataset.problems import iter_problems
+from dataset.pretrain_dataset import epoch_order
+from dataset.problems import Problem, iter_problems
 from dataset.readers import DataError, SkipStats, expand_paths
-from model import SpongeBob, load_model
-from model.lora import adapter_parameters, set_adapters
+from evaluation.rewards import REWARDS, parse_reward_weights
+from inference.batch import decode_batch
+from inference.budget import think_budget
+from inference.generate import SamplingConfig
+from model import IGNORE_INDEX, SpongeBob
 from tokenizer import SpongeTokenizer
-from trainer import StageData, cli_config, run_stage
+from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig
-from trainer.config import ConfigError, _f
+from trainer.config import ConfigError, at_least, non_negative, option, positive, within
+from trainer.contract import Batch, Hooks, Reduce, StageLoss, Validator
 from trainer.distributed import DistInfo
-from trainer.grpo import GRPOLoss, ProblemEval, RolloutData
-from trainer.rewards import parse_reward_weights
+from trainer.reference import Reference, reference_model
 
 
 @dataclass
 class GRPOConfig(ChatConfig):
-    num_generations: int = _f(8, "completions sampled per problem (the group)")
-    max_completion_length: int = _f(160, "most tokens per completion")
-    temperature: float = _f(1.0, "sampling temperature of the rollouts")
-    top_p: float = _f(1.0, "nucleus sampling of the rollouts (1 = off)")
-    max_think_tokens: int = _f(0, "budget forcing in the rollouts: close the thinking after this many tokens (0 = off)")
-    reward_weights: str = _f("accuracy:1,format:0.1", "rewards and their weights, name:weight,...")
-    scale_rewards: bool = _f(True, "divide advantages by the group's reward std (false: Dr GRPO)")
-    epsilon: float = _f(0.2, "PPO clip range of the probability ratio")
-    num_iterations: int = _f(1, "updates per rollout batch (1: the ratio is 1, a plain policy gradient)")
-    beta: float = _f(0.0, "weight of the k3 KL penalty to the starting model (0: no reference model is held)")
-    eval_file: str = _f("", "held-out problems for validation accuracy (default: the demo's r1_val, or "
-                            "the --val_fraction split of --data_path)")
-    eval_samples: int = _f(100, "held-out problems scored at each validation")
+    num_generations: int = option(8, "completions sampled per problem (the group)", check=lambda v: None if v >= 2
+                                  else "GRPO compares completions within a group; it needs at least 2")
+    max_completion_length: int = option(160, "most tokens per completion", check=at_least(1))
+    temperature: float = option(1.0, "sampling temperature of the rollouts", check=positive)
+    top_p: float = option(1.0, "nucleus sampling of the rollouts (1 = off)", check=within(0, 1, high_open=False))
+    max_think_tokens: int = option(0, "budget forcing in the rollouts: close the thinking after this many tokens "
+                                      "(0 = off)", check=at_least(0))
+    reward_weights: str = option("accuracy:1,format:0.1", "rewards and their weights, name:weight,...",
+                                 check=lambda v: _weights_problem(v))
+    scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO)")
+    epsilon: float = option(0.2, "PPO clip range of the probability ratio", check=lambda v: None if 0 < v < 1
+                            else "must be in (0, 1)")
+    num_iterations: int = option(1, "updates per rollout batch (1: the ratio is 1, a plain policy gradient)",
+                                 check=at_least(1))
+    beta: float = option(0.0, "weight of the k3 KL penalty to the starting model (0: no reference model is held)",
+                         check=non_negative)
+    eval_file: str = option("", "held-out problems for validation accuracy (default: the demo's r1_val, or "
+                                "the --val_fraction split of --data_path)", resume="free")
+    eval_samples: int = option(100, "held-out problems scored at each validation", check=at_least(1),
+                               resume="free")
 
     @property
     def reward_weight_map(self) -> dict[str, float]:
         return parse_reward_weights(self.reward_weights)
+
+    def check(self) -> None:
+        super().check()
+        if self.num_iterations > 1 and self.accumulation_steps > 1:
+            raise ConfigError(f"--num_iterations {self.num_iterations}: above 1 only with --accumulation_steps 1 "
+                              "(each rollout is reused whole)")
+
+
+def _weights_problem(text: str) -> str | None:
+    try:
+        parse_reward_weights(text)
+    except ValueError as e:
+        return str(e).removeprefix(f"--reward_weights {text}: ")
+    return None
 
 
 # A GPU run on converted GSM8K or TAL-SCQ5K.
@@ -67,7 +120,7 @@ DEMO = dict(epochs=1, max_steps=40, batch_size=8, accumulation_steps=1, learning
             num_iterations=2, reward_weights="accuracy:1,format:0.1,arithmetic:0.5")
 
 
-def read_problems(paths: list[str], cfg: GRPOConfig) -> list:
+def read_problems(paths: list[str], cfg: GRPOConfig) -> list[Problem]:
     skip = SkipStats() if cfg.skip_bad else None
     problems = [p for path in expand_paths(paths) for p in iter_problems(path, cfg.data_format or None, skip)]
     if not problems:
@@ -75,22 +128,8 @@ def read_problems(paths: list[str], cfg: GRPOConfig) -> list:
     return problems
 
 
-def check_grpo(cfg: GRPOConfig) -> None:
-    """The stage's own flags, checked before any problem is read."""
-    if cfg.num_generations < 2:
-        raise ConfigError(f"--num_generations {cfg.num_generations}: GRPO compares completions within a group; "
-                          "it needs at least 2")
-    cfg.reward_weight_map  # a malformed --reward_weights is one line naming the rewards that exist
-    if cfg.num_iterations < 1 or (cfg.num_iterations > 1 and cfg.accumulation_steps > 1):
-        raise ConfigError(f"--num_iterations {cfg.num_iterations}: at least 1, and above 1 only with "
-                          "--accumulation_steps 1 (each rollout is reused whole)")
-    if not 0 < cfg.epsilon < 1 or cfg.beta < 0 or cfg.temperature <= 0 or cfg.max_completion_length < 1:
-        raise ConfigError(f"--epsilon {cfg.epsilon:g} in (0, 1), --beta {cfg.beta:g} >= 0, --temperature "
-                          f"{cfg.temperature:g} > 0 and --max_completion_length {cfg.max_completion_length} >= 1")
-
-
 def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
-    train = read_problems(cfg.data_path or [str(ensure_demo_corpus("r1"))], cfg)
+    train = read_problems(cfg.data_path or [str(ensure_demo_corpus(stage("grpo").demo))], cfg)
     if cfg.eval_file or not cfg.data_path:
         held_out = read_problems([cfg.eval_file or str(ensure_demo_corpus("r1_val"))], cfg)
     else:  # the last --val_fraction of the problems, never trained on
@@ -103,22 +142,185 @@ def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
 
 
 def build_loss(cfg: GRPOConfig, tok: SpongeTokenizer, device: torch.device, model: SpongeBob) -> GRPOLoss:
-    check_grpo(cfg)
-    reference = None
-    if cfg.beta:
-        if adapter_parameters(model):
-            def reference(batch: dict) -> torch.Tensor:  # LoRA: the base is the adapters switched off
-                set_adapters(model, False)
-                try:
-                    return model(batch["input_ids"]).logits
-                finally:
-                    set_adapters(model, True)
-        else:
-            frozen, _ = load_model(cfg.init, tokenizer=tok, device=device)
-            frozen.requires_grad_(False)
-            reference = lambda batch: frozen(batch["input_ids"]).logits  # noqa: E731
+    reference = reference_model(cfg.init, model, tok, device) if cfg.beta else None  # beta 0: none held
     return GRPOLoss(reference, cfg.beta, cfg.epsilon)
 
 
+# ------------------------------------------------------------------ the loss and the rollouts
+def group_advantages(rewards: torch.Tensor, scale: bool) -> torch.Tensor:
+    """(prompts, G) rewards -> advantages: minus the group mean, divided by the group std if scale."""
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(dim=1, keepdim=True) + 1e-4)
+
+
+def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) at every position, 0 where the target is ignored."""
+    logp = -F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
+                            ignore_index=IGNORE_INDEX, reduction="none")
+    return logp.view_as(targets)
+
+
+def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                      epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token -min(r A, clip(r) A) and whether the clipped branch was taken."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped, clipped = ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages
+    return -torch.minimum(unclipped, clipped), clipped < unclipped
+
+
+def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || ref) per token: exp(d) - d - 1 with d = ref - logp, always >= 0."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+class GRPOLoss(StageLoss):
+    """The engine's loss_fn: the summed per-token GRPO loss of a batch of completions."""
+
+    def __init__(self, reference: Reference | None, beta: float, epsilon: float):
+        self.reference, self.beta, self.epsilon = reference, beta, epsilon
+        self._sums: torch.Tensor | None = None  # summed kl, clipped tokens, tokens
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        targets = batch["targets"]
+        trained = (targets != IGNORE_INDEX).float()
+        logp = token_logps(logits, targets)
+        old = batch["old_logps"] if "old_logps" in batch else logp.detach()
+        loss, clipped = clipped_objective(logp, old, batch["advantages"], self.epsilon)
+        kl = torch.zeros_like(logp)
+        if self.beta and self.reference is not None:
+            with torch.no_grad():
+                ref = token_logps(self.reference(batch), targets)
+            kl = k3_kl(logp, ref)
+            loss = loss + self.beta * kl
+        if torch.is_grad_enabled():
+            step = torch.stack([(kl.detach() * trained).sum(), (clipped.float() * trained).sum(), trained.sum()])
+            self._sums = step if self._sums is None else self._sums + step
+        return (loss * trained).sum()
+
+    def read_metrics(self, reduce: Reduce) -> dict[str, float]:
+        if self._sums is None:
+            return {}
+        kl, clipped, tokens = reduce(self._sums).tolist()
+        self._sums = None
+        return {"kl": kl / max(tokens, 1.0), "clip_fraction": clipped / max(tokens, 1.0)}
+
+
+class RolloutData(Hooks):
+    """The engine's data for GRPO: each micro-batch is made by sampling from the current policy.
+
+    batch_size counts problems; each gives num_generations completions (rows). The order of
+    problems is a seeded permutation per epoch, sharded over ranks like every dataset here, and
+    the sampling generator of each micro-batch is seeded by (seed, epoch, batch, rank): a resumed
+    run samples exactly what the uninterrupted one would have. on_policy tells the engine not to
+    build batches ahead: a rollout must come from the weights of the step that trains on it.
+    """
+    on_policy = True
+
+    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, cfg: GRPOConfig, rank: int = 0,
+                 world_size: int = 1):
+        self.problems, self.tok, self.cfg = problems, tok, cfg
+        self.rank, self.world_size = rank, world_size
+        self.weights = cfg.reward_weight_map
+        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
+        self.model: SpongeBob | None = None
+        self._sums: dict[str, float] = {}
+
+    def bind(self, model: SpongeBob, device: torch.device, dtype: torch.dtype) -> None:
+        self.model, self.device, self.dtype = model, device, dtype
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-(len(self.problems) // self.world_size) // batch_size) * self.cfg.num_iterations
+
+    def batches(self, batch_size: int, epoch: int, start: int = 0) -> Iterator[Batch]:
+        order = epoch_order(len(self.problems), self.cfg.seed, epoch, self.rank, self.world_size, True).tolist()
+        n = self.num_batches(batch_size) // self.cfg.num_iterations
+        for b in range(start // self.cfg.num_iterations, n):
+            batch = self.rollout(order[b * batch_size:(b + 1) * batch_size], epoch, b)
+            done = start % self.cfg.num_iterations if b == start // self.cfg.num_iterations else 0  # resumed midway
+            for _ in range(self.cfg.num_iterations - done):  # --num_iterations updates on each rollout
+                yield batch
+
+    def rollout(self, indices: list[int], epoch: int, b: int) -> Batch:
+        cfg, G = self.cfg, self.cfg.num_generations
+        seed = seed_from(cfg.seed, epoch, b, self.rank)
+        sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
+                                  top_p=cfg.top_p, stop_ids=(self.tok.im_end_id, self.tok.endoftext_id))
+        prompts = [self.prompts[i] for i in indices for _ in range(G)]
+        generators = [torch.Generator(device=self.device).manual_seed(seed + j) for j in range(len(prompts))]
+        budget = think_budget(self.tok, cfg.max_think_tokens) if cfg.max_think_tokens else None
+        with autocast(self.device, self.dtype):
+            seqs = decode_batch(self.model, prompts, [sampling] * len(prompts), generators,
+                                [budget] * len(prompts))
+        texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
+        scores = {name: torch.tensor([REWARDS[name](t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
+                  for name in self.weights}
+        rewards = sum(w * scores[name] for name, w in self.weights.items()).view(-1, G)
+        advantages = group_advantages(rewards, cfg.scale_rewards).view(-1)
+        self._record(scores, rewards, seqs)
+        return self._rows(prompts, seqs, advantages)
+
+    def _rows(self, prompts: list[list[int]], seqs: list, advantages: torch.Tensor) -> Batch:
+        """Prompt + completion per row; only the completion (and the <|im_end|> it stopped at) is trained."""
+        im_end = self.tok.im_end_id
+        rows = [(p, s.tokens + ([im_end] if s.finish == "stop" else [])) for p, s in zip(prompts, seqs)]
+        width = max(len(p) + len(c) for p, c in rows) - 1
+        batch = {"input_ids": torch.full((len(rows), width), self.tok.endoftext_id, dtype=torch.long),
+                 "targets": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
+                 "advantages": torch.zeros(len(rows), width)}
+        for i, (p, c) in enumerate(rows):
+            ids = torch.tensor(p + c)
+            batch["input_ids"][i, :len(ids) - 1] = ids[:-1]
+            batch["targets"][i, len(p) - 1:len(ids) - 1] = ids[len(p):]
+            batch["advantages"][i, len(p) - 1:len(ids) - 1] = advantages[i]
+        batch["seq_lens"] = torch.tensor([len(p) + len(c) - 1 for p, c in rows])
+        if self.cfg.num_iterations > 1:  # pi_old: the sampling policy's log-probs, for the ratio
+            with torch.no_grad(), autocast(self.device, self.dtype):
+                logits = self.model(batch["input_ids"].to(self.device)).logits
+            batch["old_logps"] = token_logps(logits, batch["targets"].to(self.device)).float().cpu()
+        return batch
+
+    def _record(self, scores: dict[str, torch.Tensor], rewards: torch.Tensor, seqs: list) -> None:
+        values = {"reward": float(rewards.mean()), "reward_std": float(rewards.std(dim=1).mean()),
+                  "completion_length": sum(len(s.tokens) for s in seqs) / len(seqs),
+                  "zero_signal_groups": float((rewards.std(dim=1) == 0).float().mean()),
+                  **{f"rewards/{name}": float(v.mean()) for name, v in scores.items()}, "batches": 1.0}
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+
+    def read_metrics(self, reduce: Reduce) -> dict[str, float]:
+        """Rollout statistics averaged over the micro-batches since the last read, over all ranks."""
+        if not self._sums:
+            return {}
+        names = sorted(self._sums)
+        totals = reduce(torch.tensor([self._sums[k] for k in names], device=self.device)).tolist()
+        self._sums = {}
+        batches = totals[names.index("batches")]
+        return {k: v / batches for k, v in zip(names, totals) if k != "batches"}
+
+
+class ProblemEval(Validator):
+    """Held-out accuracy: greedy completions of held-out problems, scored by the same matcher."""
+
+    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int):
+        self.problems, self.tok, self.max_new = problems, tok, max_new_tokens
+        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
+
+    def num_batches(self, batch_size: int) -> int:
+        return 1 if self.problems else 0
+
+    @torch.no_grad()
+    def evaluate(self, model: SpongeBob, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
+        greedy = SamplingConfig(max_new_tokens=self.max_new, temperature=0,
+                                stop_ids=(self.tok.im_end_id, self.tok.endoftext_id))
+        with autocast(device, dtype):
+            seqs = decode_batch(model, self.prompts, [greedy] * len(self.prompts))
+        texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
+        correct = [answers_match(answer_span(t), p.gold) for t, p in zip(texts, self.problems)]
+        return {"val_accuracy": sum(correct) / len(texts), "val_compliance": sum(map(is_compliant, texts)) / len(texts)}
+
+
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, GRPOConfig, init_from="distill"), "grpo", build_data, build_loss)
+    train_stage("grpo", __doc__, REFERENCE, DEMO, build_data, build_loss, GRPOConfig)

@@ -15,7 +15,8 @@ from dataset.demo import ensure_demo_corpus
 from dataset.pretokenize import describe, pretokenize
 from dataset.pretrain_dataset import PretrainDataset
 from tokenizer import SpongeTokenizer
-from trainer import StageData, TrainConfig, cli_config, run_stage
+from common.stages import stage
+from trainer import StageData, TrainConfig, train_stage
 from trainer.distributed import DistInfo
 
 # The seed's reference run: one 24 GB GPU, ~80 min per epoch on MiniMind's pretrain_hq.jsonl.
@@ -37,7 +38,7 @@ REAL_DATA_HINT = """To train on real data, for example MiniMind's pretrain_hq.js
 def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
     paths = cfg.data_path
     if not paths:
-        paths = [str(ensure_demo_corpus("pretrain"))]
+        paths = [str(ensure_demo_corpus(stage("pretrain").demo))]
         if dist.is_main:
             print(f"no --data_path: training on the built-in demo corpus {paths[0]} "
                   f"(preset {cfg.preset}, {cfg.epochs} epoch(s) of rows of {cfg.max_seq_len} tokens)")
@@ -51,4 +52,4 @@ def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageD
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO), "pretrain", build_data)
+    train_stage("pretrain", __doc__, REFERENCE, DEMO, build_data)

@@ -23,17 +23,17 @@ import sys
 
 import uvicorn
 
-from inference.loading import MODEL_MODES, UserError, checkpoint_path, load
+from inference.loading import MODES_HELP, UserError, checkpoint_path, load, mode_number, mode_stage
 from serving import Engine, ServerSettings, create_app
-from trainer.cli import OneLineParser
+from common.cli import OneLineParser
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_mode", type=int, default=1, choices=[1, 2, 3, 4, 5],
-                   help="1 sft, 2 distill (thinks), 3 sft_long, 4 dpo, 5 grpo (thinks); picks the checkpoint "
+    p.add_argument("--model_mode", type=mode_number, default=1,
+                   help=f"a chat stage's number or name ({MODES_HELP.partition(', ')[2]}); picks the checkpoint "
                         "in --out_dir as eval_model.py does")
     p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
     p.add_argument("--ckpt", default=None, help="checkpoint to serve instead of the mode's <out_dir>/<stage>.pth")
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not mode_stage(args.model_mode).chat:
+        parser.error(f"--model_mode {args.model_mode}: the pretrained model continues text and has no chat; "
+                     "serve a chat stage (1 sft and up), or try it with eval_model.py --model_mode 0")
     for flag in ("max_tokens_limit", "max_request_bytes", "max_concurrent", "max_waiting", "prefill_chunk"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} {getattr(args, flag)}: must be at least 1")
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_tokens_limit=args.max_tokens_limit, max_request_bytes=args.max_request_bytes,
                               split_reasoning=not args.no_reasoning_split,
                               allowed_hosts=allowed_hosts(args.host, port, args.allowed_hosts),
-                              stage=MODEL_MODES[args.model_mode][0], checkpoint=str(ckpt))
+                              stage=mode_stage(args.model_mode).name, checkpoint=str(ckpt))
     engine = Engine(model, tok, max_active=args.max_concurrent, max_waiting=args.max_waiting,
                     prefill_chunk=args.prefill_chunk)
     if args.host not in LOOPBACK and args.api_key is None:

@@ -13,7 +13,7 @@ What is special about this stage (everything else lives in trainer/):
   start  <out_dir>/pretrain.pth (--init); the weights go to <out_dir>/sft.pth (--out_dir: out).
 """
 from tokenizer import SpongeTokenizer
-from trainer import StageData, cli_config, run_stage
+from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
 
@@ -27,8 +27,8 @@ DEMO = dict(epochs=1, max_steps=40, batch_size=16, accumulation_steps=1,
 
 
 def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
-    return chat_data(cfg, tok, dist, demo_kind="sft")
+    return chat_data(cfg, tok, dist, "sft")
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, ChatConfig, init_from="pretrain"), "sft", build_data)
+    train_stage("sft", __doc__, REFERENCE, DEMO, build_data, config_cls=ChatConfig)

@@ -8,7 +8,7 @@ Only three things differ from sft.py (both use trainer/chat_data.py): rows of
 weights go to <out_dir>/sft_long.pth.
 """
 from tokenizer import SpongeTokenizer
-from trainer import StageData, cli_config, run_stage
+from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
 
@@ -21,8 +21,8 @@ DEMO = dict(epochs=1, max_steps=40, batch_size=4, accumulation_steps=1, max_seq_
 
 
 def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageData:
-    return chat_data(cfg, tok, dist, demo_kind="sft_long")
+    return chat_data(cfg, tok, dist, "sft_long")
 
 
 if __name__ == "__main__":
-    run_stage(cli_config(__doc__, REFERENCE, DEMO, ChatConfig, init_from="sft"), "sft_long", build_data)
+    train_stage("sft_long", __doc__, REFERENCE, DEMO, build_data, config_cls=ChatConfig)

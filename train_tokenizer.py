@@ -32,7 +32,7 @@ from tokenizer import load_tokenizer
 from tokenizer.hf_format import write_hf_dir
 from tokenizer.sample import Sample, sample_texts
 from tokenizer.train import compression, peak_rss_mb, train_bpe
-from trainer.cli import OneLineParser
+from common.cli import OneLineParser
 
 MIN_VOCAB = 256 + 7 + 1  # the byte alphabet, the special tokens, and at least one merge
 EXAMPLE = "python train_tokenizer.py --data_path data/pretrain.jsonl --out_dir out/tokenizer"

@@ -28,7 +28,7 @@ def measure(preset: str, batch: int, seq: int, dtype: str) -> dict:
 
     from model import SpongeBob, get_preset
     from trainer import Trainer, parse_config
-    from trainer.device import pick_dtype
+    from common.device import pick_dtype
     from trainer.distributed import DistInfo
     from trainer.memory import estimate_peak_bytes
 

@@ -44,7 +44,7 @@ from dataset.sft_tokenize import pretokenize_chat
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
-from trainer.device import pick_dtype
+from common.device import pick_dtype
 from trainer.memory import available_bytes, fit_batch
 from trainer.distributed import DistInfo
 

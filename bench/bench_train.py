@@ -35,7 +35,7 @@ from dataset.pretrain_dataset import PretrainDataset
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
-from trainer.device import matmul_params, peak_flops, pick_compile, pick_dtype, step_flops
+from common.device import matmul_params, peak_flops, pick_compile, pick_dtype, step_flops
 from trainer.distributed import DistInfo
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

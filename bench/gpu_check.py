@@ -38,7 +38,7 @@ from inference.generate import SamplingConfig, generate  # noqa: E402
 from model import IGNORE_INDEX, SpongeBob, get_preset  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
 from trainer import Trainer, parse_config  # noqa: E402
-from trainer.device import enable_tf32, peak_flops  # noqa: E402
+from common.device import enable_tf32, peak_flops  # noqa: E402
 from trainer.distributed import DistInfo  # noqa: E402
 
 # `--smoke` runs every section on the CPU at toy sizes (tests/test_gpu_check.py), so the script's

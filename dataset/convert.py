@@ -55,7 +55,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from evaluation.reasoning_metrics import answers_match
+from common.reasoning import answers_match
 from .chat_formats import ChatFormatError
 from .readers import DataError, SkipStats, expand_paths, iter_records
 from .reasoning import normalise_reply, split_reply

@@ -19,20 +19,14 @@ pack    once, before training, whole conversations are packed into rows of
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
+
+from common.seeding import seeded_generator
 
 PACKING_MODES = ("none", "group", "pack")
 GROUP_MEGABATCHES = 32  # global batches sorted together (HF's group_by_length uses 50)
 WIDTH_MULTIPLE = 64     # grouped batch widths round up to this: few distinct shapes for compile
-
-
-def seeded_generator(*parts: object) -> torch.Generator:
-    """A torch.Generator seeded by hashing the parts: stable across runs and platforms."""
-    mixed = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
 
 
 def grouped_batches(lengths: np.ndarray, batch_size: int, world_size: int, rank: int, seed: int,

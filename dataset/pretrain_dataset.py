@@ -23,11 +23,12 @@ resumes exactly there.
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Iterator
 
 import numpy as np
 import torch
+
+from common.seeding import seeded_generator
 
 from model import IGNORE_INDEX
 
@@ -39,11 +40,9 @@ def epoch_order(n_rows: int, seed: int, epoch: int, rank: int, world_size: int, 
     the same on every rank, of which rank r takes every world_size-th row,
     n_rows // world_size of them (equal counts: DDP hangs on an extra step)."""
     if shuffle:
-        # Hash (seed, epoch) into one 63-bit seed, so that nearby pairs such as (0, 1)
-        # and (1, 0) cannot collide the way seed + epoch would.
-        mixed = hashlib.sha256(f"{seed}:{epoch}".encode()).digest()
-        gen = torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
-        order = torch.randperm(n_rows, generator=gen)
+        # (seed, epoch) hashed into one seed: nearby pairs such as (0, 1) and (1, 0) cannot
+        # collide the way seed + epoch would (common/seeding.py).
+        order = torch.randperm(n_rows, generator=seeded_generator(seed, epoch))
     else:
         order = torch.arange(n_rows)
     return order[rank::world_size][:n_rows // world_size]

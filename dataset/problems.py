@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.reasoning_metrics import answer_span
+from common.reasoning import answer_span
 from tokenizer.specials import ANSWER
 from .chat_formats import ChatFormatError, detect_format, to_messages
 from .readers import DataError, SkipStats, iter_records

@@ -13,7 +13,8 @@ from dataset.preference import detect_pref_format
 from dataset.readers import DataError, SkipStats, iter_records
 from inference.budget import think_budget
 from inference.generate import SamplingConfig
-from inference.loading import MODEL_MODES, UserError
+from common.stages import stage
+from inference.loading import UserError, mode_stage
 from model import CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer
 
@@ -24,7 +25,7 @@ from .reasoning_metrics import budget_label, format_table
 
 def preference_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, path: Path) -> None:
     """--eval_file with preference pairs: chosen preferred, and DPO's reward against --ref_ckpt."""
-    ref_path = Path(args.ref_ckpt or Path(args.out_dir) / MODEL_MODES[1][1])
+    ref_path = Path(args.ref_ckpt or Path(args.out_dir) / stage("sft").checkpoint)
     try:
         reference, _ = load_model(ref_path, tokenizer=tok, device=model.embed.weight.device)
         skip = SkipStats() if args.skip_bad else None
@@ -59,7 +60,7 @@ def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeToke
         return preference_evaluation(args, model, tok, path)
     skip = SkipStats() if args.skip_bad else None
     try:
-        samples = load_samples(path, tok, chat=args.model_mode != 0, data_format=args.data_format,
+        samples = load_samples(path, tok, chat=mode_stage(args.model_mode).chat, data_format=args.data_format,
                                skip=skip, max_samples=args.max_samples)
     except DataError as e:
         raise UserError(str(e)) from None

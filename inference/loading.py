@@ -2,7 +2,7 @@
 
 eval_model.py, serve.py and export.py pick a stage's model by --model_mode inside
 --out_dir (the folder the stages wrote, `out` by default), or take a --ckpt path;
-this is the one place that knows the modes, so no script imports another.
+the modes themselves are the table of stages (common/stages.py), so no script imports another.
 """
 from __future__ import annotations
 
@@ -14,21 +14,24 @@ import torch
 
 from model import CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
-from trainer.cli import relative_note
-from trainer.device import pick_device
+from common.cli import relative_note
+from common.device import pick_device
+from common.stages import BY_MODE, MODES_HELP, Stage, parse_mode
 
-# mode -> (stage, the checkpoint that stage's script writes, relative to its --out_dir)
-MODEL_MODES: dict[int, tuple[str, str]] = {
-    0: ("pretrain", "pretrain.pth"),
-    1: ("sft", "sft.pth"),
-    2: ("distill", "distill.pth"),
-    3: ("sft_long", "sft_long.pth"),
-    4: ("dpo", "dpo.pth"),
-    5: ("grpo", "grpo.pth"),
-}
-REASONING_MODES = (2, 5)  # models that think before they answer: <think>...</think><answer>...</answer>
-STAGE_SCRIPTS = {stage: f"{stage}.py" for stage, _ in MODEL_MODES.values()}
-MODES_HELP = "0 pretrain (continue text), 1 sft, 2 distill (thinks), 3 sft_long, 4 dpo, 5 grpo (thinks)"
+__all__ = ["MODES_HELP", "UserError", "checkpoint_path", "load", "mode_number", "mode_stage"]
+
+
+def mode_number(text: str) -> int:
+    """argparse type of --model_mode: a mode number (2) or a stage name (distill) -> the number."""
+    try:
+        return parse_mode(text).mode
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--model_mode ")) from None
+
+
+def mode_stage(mode: int) -> Stage:
+    """The row of the table of stages that a --model_mode number names."""
+    return BY_MODE[mode]
 
 
 class UserError(Exception):
@@ -39,17 +42,17 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
     """--ckpt, or the checkpoint that --model_mode's stage writes in --out_dir."""
     if args.ckpt:
         return Path(args.ckpt)
-    return Path(args.out_dir) / MODEL_MODES[args.model_mode][1]
+    return Path(args.out_dir) / mode_stage(args.model_mode).checkpoint
 
 
 def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.device]:
     """The model and tokenizer for args (model_mode, ckpt, out_dir, device), with a one-line
     description on stderr, and a warning when a chat mode gets a model that never saw a chat."""
-    stage = MODEL_MODES[args.model_mode][0]
+    stage = mode_stage(args.model_mode)
     path = checkpoint_path(args)
     if not path.is_file():
         out_dir = f" --out_dir {args.out_dir}" if args.out_dir != "out" else ""
-        how = "check the path" if args.ckpt else f"run python {STAGE_SCRIPTS[stage]}{out_dir} first, or pass --ckpt"
+        how = "check the path" if args.ckpt else f"run python {stage.script}{out_dir} first, or pass --ckpt"
         raise UserError(f"{path} not found{relative_note(path)}: {how}")
     try:
         device = pick_device(args.device)
@@ -65,7 +68,7 @@ def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.de
     trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
     print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
           f"device {device}", file=sys.stderr)
-    if args.model_mode != 0 and meta.get("stage") == "pretrain":
+    if stage.chat and meta.get("stage") == "pretrain":
         print(f"warning: {path} is a pretrained model that has never seen a chat; expect it to continue the "
               f"text rather than answer (fine-tune it with sft.py, or use --model_mode 0)", file=sys.stderr)
     return model, tok, device

@@ -22,11 +22,13 @@ answer tags, splits the same way. `split_reasoning(text)` does a whole string.
 """
 from __future__ import annotations
 
+from common import reasoning as tags
+
 THINK, ANSWER = "think", "answer"
 # What each tag switches to. </answer> keeps "answer": anything a model writes
 # after it is shown rather than silently dropped.
-TAG_KINDS = {"<think>": THINK, "</think>": ANSWER, "<answer>": ANSWER, "</answer>": ANSWER}
-CLOSING_TAGS = ("</think>", "</answer>")
+TAG_KINDS = {tags.THINK: THINK, tags.THINK_END: ANSWER, tags.ANSWER: ANSWER, tags.ANSWER_END: ANSWER}
+CLOSING_TAGS = (tags.THINK_END, tags.ANSWER_END)
 # Longest tails that must wait for more text: a tag, or a newline then a closing tag.
 HELD_PATTERNS = tuple(TAG_KINDS) + tuple("\n" + tag for tag in CLOSING_TAGS)
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.stages import BY_NAME
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.generate import SamplingConfig, default_repetition_penalty
 from tokenizer import SpongeTokenizer
@@ -31,6 +32,11 @@ from .schemas import ApiError, ChatRequest, parse_chat_request, parse_json
 
 log = logging.getLogger("serving")
 INDEX_HTML = Path(__file__).parent / "static" / "index.html"
+
+
+def thinks(stage: str) -> bool:
+    """Whether the stage's model writes <think>...</think><answer>...</answer> (common/stages.py)."""
+    return stage in BY_NAME and BY_NAME[stage].thinks
 
 
 @dataclass
@@ -64,7 +70,7 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
     async def info(request: Request) -> dict:
         """What the chat page shows in its header and which examples it offers."""
         return {"model": settings.model_id, "stage": settings.stage, "checkpoint": settings.checkpoint,
-                "reasoning": settings.split_reasoning and settings.stage in ("distill", "grpo")}
+                "reasoning": settings.split_reasoning and thinks(settings.stage)}
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

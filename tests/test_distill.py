@@ -1,4 +1,4 @@
-"""Distillation (trainer/losses.py, distill.py): tag and think weights, normalisation, the KD loss."""
+"""Distillation (distill.py): tag and think weights, normalisation, the KD loss."""
 import json
 import math
 import os
@@ -13,7 +13,7 @@ from model import read_checkpoint
 from test_pretrain import write_corpus
 from test_sft import REPO, TINY, run
 from trainer.step import default_loss, loss_normaliser
-from trainer.losses import TeacherLoss, distillation_loss, reasoning_weights
+from distill import TeacherLoss, distillation_loss, reasoning_weights
 
 THINK, THINK_END, ANSWER, ANSWER_END, IM_END = 3, 4, 5, 6, 2
 TAGS = (THINK, THINK_END, ANSWER, ANSWER_END)

@@ -21,7 +21,8 @@ from model import SpongeBob, get_preset, save_model
 from model.masks import document_mask
 from test_pretrain import write_corpus
 from tokenizer import load_tokenizer
-from trainer.preference import PreferenceLoss, pair_losses, sequence_logps
+from trainer.reference import FrozenCopy
+from dpo import PreferenceLoss, pair_losses, sequence_logps
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "派大星住在哪里？"}]
@@ -169,9 +170,15 @@ def test_the_chain_pretrain_sft_dpo_full_and_lora_then_eval(tmp_path):
     assert {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
             "logps/rejected"} <= set(rows[-1])
     assert (tmp_path / "lora" / "dpo.pth").stat().st_size < (tmp_path / "out" / "dpo.pth").stat().st_size / 5
+    # A resume that would mix two objectives is refused in one line naming the flag.
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, str(REPO / "dpo.py"), "--max_seq_len", "256", *tiny, "--resume",
+                           "--pref_beta", "0.2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --resume: --pref_beta was 0.1 in the saved run"), done.stderr
     pairs = tmp_path / "out" / "demo" / "dpo.jsonl"
     for ckpt in ("out/dpo.pth", "lora/dpo.pth"):
-        report = run("eval_model.py", ["--model_mode", "4", "--ckpt", ckpt, "--eval_file", str(pairs),
+        report = run("eval_model.py", ["--model_mode", "dpo", "--ckpt", ckpt, "--eval_file", str(pairs),
                                        "--max_samples", "20", "--device", "cpu"], tmp_path)
         assert "pairs              20" in report and "reward accuracy" in report
 
@@ -180,7 +187,7 @@ def test_the_reference_is_frozen_and_never_changes(tmp_path):
     tok = load_tokenizer()
     torch.manual_seed(0)
     save_model(tmp_path / "sft.pth", SpongeBob(get_preset("spongebob-tiny")), tok.identity())
-    frozen = dpo.FrozenCopy(str(tmp_path / "sft.pth"), tok, torch.device("cpu"))
+    frozen = FrozenCopy(str(tmp_path / "sft.pth"), tok, torch.device("cpu"))
     before = {k: v.clone() for k, v in frozen.model.state_dict().items()}
     assert not any(p.requires_grad for p in frozen.model.parameters())
     policy = SpongeBob(get_preset("spongebob-tiny"))

@@ -13,8 +13,8 @@ from model import SpongeBob, get_preset, save_model
 from tokenizer import load_tokenizer
 from trainer import ConfigError, Trainer, parse_config
 from trainer.distributed import DistInfo
-from trainer.grpo import GRPOLoss, ProblemEval, RolloutData, clipped_objective, group_advantages, k3_kl
-from trainer.rewards import accuracy_reward, arithmetic_reward, format_reward, parse_reward_weights
+from grpo import GRPOLoss, ProblemEval, RolloutData, clipped_objective, group_advantages, k3_kl
+from evaluation.rewards import accuracy_reward, arithmetic_reward, format_reward, parse_reward_weights
 
 GOOD = "<think>\n12 + 5 = 17\n</think>\n<answer>\n17\n</answer>"
 PROBLEM = Problem("p:1", [{"role": "user", "content": "12 加 5 是多少？"}], "17")
@@ -83,7 +83,11 @@ def test_reward_weights_and_stage_flags_fail_in_one_line(tmp_path):
             parse_reward_weights(bad)
     cfg = parse_config(["--num_generations", "1"], "t", grpo.REFERENCE, config_cls=grpo.GRPOConfig)
     with pytest.raises(ConfigError, match="--num_generations 1: GRPO compares completions within a group"):
-        grpo.check_grpo(cfg)
+        cfg.check()
+    cfg = parse_config(["--num_iterations", "2", "--accumulation_steps", "2"], "t", grpo.REFERENCE,
+                       config_cls=grpo.GRPOConfig)
+    with pytest.raises(ConfigError, match="--num_iterations 2: above 1 only with --accumulation_steps 1"):
+        cfg.check()
 
 
 def test_problems_need_a_gold_answer(tmp_path):
@@ -137,11 +141,14 @@ def test_grpo_resumes_exactly_and_logs_its_metrics(tmp_path):
     resumed.fit()
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # A resume with another group size would mix two objectives: refused, naming the flag.
+    with pytest.raises(ValueError, match=r"^--resume: --num_generations was 3 in the saved run .* but is 4 now"):
+        grpo_trainer(tmp_path / "cut", problems, tok, resume=True, num_generations=4)
 
 
 def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
     tok = load_tokenizer()
-    import trainer.grpo as module
+    module = grpo
 
     class Done:
         def __init__(self, text):
@@ -162,7 +169,7 @@ def test_the_reference_never_changes(tmp_path):
                        config_cls=grpo.GRPOConfig)
     policy = SpongeBob(get_preset("spongebob-tiny"))
     loss_fn = grpo.build_loss(cfg, tok, torch.device("cpu"), policy)
-    frozen = loss_fn.reference.__closure__[0].cell_contents
+    frozen = loss_fn.reference.model
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
     ids = torch.randint(0, 6400, (2, 10))
     batch = {"input_ids": ids, "targets": ids.roll(-1, 1), "advantages": torch.ones(2, 10)}

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("model", "inference", "exporters", "tokenizer", "dataset", "trainer", "evaluation", "serving")
+PACKAGES = ("common", "model", "inference", "exporters", "tokenizer", "dataset", "trainer", "evaluation", "serving")
 SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
 
 
@@ -122,6 +122,45 @@ def test_no_entry_script_imports_another():
     graph = import_graph()
     offenders = {script: sorted(graph[script] & set(SCRIPTS)) for script in SCRIPTS if graph[script] & set(SCRIPTS)}
     assert offenders == {}
+
+
+def loaded_by(graph: dict[str, set[str]], name: str) -> set[str]:
+    """Every project module that importing `name` loads, directly or not."""
+    seen, todo = set(), [name]
+    while todo:
+        for target in graph[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_serving_inference_and_exporters_never_load_the_trainer():
+    # The server, generation and the exporters run where no training happens: importing them
+    # must not load the training loop (or, through it, the data pipeline).
+    graph = import_graph()
+    for name in graph:
+        if name.split(".")[0] in ("serving", "inference", "exporters", "serve", "export"):
+            loaded = loaded_by(graph, name)
+            assert not {m for m in loaded if m.split(".")[0] in ("trainer", "dataset")}, name
+
+
+def test_the_shared_bottom_imports_nothing_above_it():
+    graph = import_graph()
+    for name in graph:
+        if name.startswith("common"):
+            assert {m.split(".")[0] for m in loaded_by(graph, name)} <= {"common"}, name
+
+
+def test_the_import_rule_test_can_fail():
+    graph = {"serving.app": {"inference.loading"}, "inference.loading": {"trainer.cli"}, "trainer.cli": set()}
+    assert "trainer.cli" in loaded_by(graph, "serving.app")
+
+
+def test_trainer_holds_the_loop_and_no_stage():
+    # A stage's loss, rollouts and flags live in its script; trainer/ is the engine shared by all.
+    stage_words = ("grpo", "preference", "dpo", "losses", "rewards", "distill")
+    assert not [p.name for p in (REPO / "trainer").glob("*.py") if any(w in p.stem for w in stage_words)]
 
 
 def test_model_package_is_the_network_only():

@@ -13,7 +13,6 @@ from model.lora import LORA_TARGETS, adapter_parameters, adapter_state, apply_lo
 from tokenizer import load_tokenizer
 from trainer import ConfigError, parse_config
 from trainer.chat_data import ChatConfig
-from trainer.checks import check_config
 
 TOK_ID = {"vocab_size": 6400, "sha256": "x"}
 
@@ -74,7 +73,7 @@ def test_bad_targets_are_one_line_with_the_valid_names():
                                          "gate_proj, up_proj, down_proj"):
         parse_targets("q_proj,qkv")
     with pytest.raises(ConfigError, match="--lora_target attn: no such module 'attn'"):
-        check_config(parse_config(["--lora_rank", "8", "--lora_target", "attn"], "t", {}, config_cls=ChatConfig))
+        parse_config(["--lora_rank", "8", "--lora_target", "attn"], "t", {}, config_cls=ChatConfig).check()
 
 
 @pytest.fixture

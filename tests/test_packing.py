@@ -19,7 +19,7 @@ from tokenizer import load_tokenizer
 from trainer import Trainer, parse_config
 from trainer.distributed import DistInfo, init_distributed, shutdown
 from trainer.step import loss_normaliser
-from trainer.losses import TeacherLoss, reasoning_weights
+from distill import TeacherLoss, reasoning_weights
 
 
 def chat_rows_file(root):

@@ -3,12 +3,12 @@ MFU peaks by exact device name, and the FLOP formula, all on a CPU (GPUs are moc
 import pytest
 import torch
 
-import trainer.device as device_module
+import common.device as device_module
 from model import SpongeBob, get_preset
 from synthetic_data import SyntheticRows
 from test_trainer import make_trainer, weights
 from trainer import TrainingError
-from trainer.device import cpu_has_native_bf16, matmul_params, peak_flops, pick_dtype, step_flops
+from common.device import cpu_has_native_bf16, matmul_params, peak_flops, pick_dtype, step_flops
 
 
 def test_auto_picks_bf16_only_on_cpus_that_have_it(monkeypatch):

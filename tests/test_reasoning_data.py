@@ -1,7 +1,7 @@
 """R1 data: every accepted reply shape normalised to the one canonical form, every
 bad-reply reason, the reasoning_content and qa chat formats, and
 pretokenize_chat(reasoning=True). Expected strings are written out by hand. (The
-answer matcher is tested with evaluation/reasoning_metrics.py, where it lives.)"""
+answer matcher is tested with common/reasoning.py, where it lives.)"""
 import json
 
 import pytest

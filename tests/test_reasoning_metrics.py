@@ -2,9 +2,8 @@
 matcher (options, sub-question answers, numbers, text), think length."""
 import pytest
 
-from evaluation.reasoning_metrics import (
-    answer_span, answers_match, budget_label, format_table, is_compliant, score_replies, think_span,
-)
+from common.reasoning import answer_span, answers_match, is_compliant, think_span
+from evaluation.reasoning_metrics import budget_label, format_table, score_replies
 
 GOOD = "<think>\n3+4=7\n</think>\n<answer>\n7\n</answer>"
 

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.stages import stage
 from dataset.demo import ensure_demo_corpus
 from dataset.sft_dataset import SFTDataset, Weigh
 from dataset.sft_tokenize import describe_chat, pretokenize_chat
 from tokenizer import SpongeTokenizer
 
-from .config import TrainConfig, _f
+from dataset.packing import PACKING_MODES
+from model.lora import parse_targets
+
+from .config import TrainConfig, at_least, one_of, option, within
 from .distributed import DistInfo
 from .run import StageData
 
@@ -21,25 +25,37 @@ from .run import StageData
 class ChatConfig(TrainConfig):
     """The options of the fine-tuning stages (sft, sft_long, distill, dpo, grpo)."""
     # pack by default: never far behind group and far ahead on short chats (bench/RESULTS.md, "SFT layouts").
-    packing: str = _f("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
-                              "attending only to itself), group (one per row, batches of similar lengths) or "
-                              "none (one per row, padded to the longest of a random batch)")
+    packing: str = option("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
+                                  "attending only to itself), group (one per row, batches of similar lengths) or "
+                                  "none (one per row, padded to the longest of a random batch)",
+                          check=one_of(*PACKING_MODES))
     # LoRA, with LLaMA-Factory's names (model/lora.py)
-    lora_rank: int = _f(0, "LoRA rank: train low-rank adapters on frozen weights; 0 = full fine-tuning")
-    lora_alpha: float = _f(0.0, "LoRA scale numerator (updates are scaled alpha / rank); 0 = 2 x --lora_rank")
-    lora_dropout: float = _f(0.0, "dropout on the adapters' input")
-    lora_target: str = _f("all", "layers that get adapters: a comma list of q_proj,k_proj,v_proj,o_proj,"
-                                 "gate_proj,up_proj,down_proj, or all")
+    lora_rank: int = option(0, "LoRA rank: train low-rank adapters on frozen weights; 0 = full fine-tuning",
+                            check=at_least(0))
+    lora_alpha: float = option(0.0, "LoRA scale numerator (updates are scaled alpha / rank); 0 = 2 x --lora_rank",
+                               check=at_least(0))
+    lora_dropout: float = option(0.0, "dropout on the adapters' input", check=within(0, 1))
+    lora_target: str = option("all", "layers that get adapters: a comma list of q_proj,k_proj,v_proj,o_proj,"
+                                     "gate_proj,up_proj,down_proj, or all", check=lambda v: _target_problem(v))
 
 
-def chat_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo, demo_kind: str,
+def _target_problem(text: str) -> str | None:
+    try:
+        parse_targets(text)
+    except ValueError as e:
+        return str(e).removeprefix(f"--lora_target {text}: ")
+    return None
+
+
+def chat_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo, stage_name: str,
               reasoning: bool = False, weigh: Weigh | None = None) -> StageData:
-    """Chat data for SFT-like stages: the files given, or the built-in demo_kind dialogues.
+    """Chat data for SFT-like stages: the files given, or the stage's built-in demo dialogues
+    (its row in common/stages.py names them).
     With reasoning, every reply is checked and normalised to <think>/<answer> form; weigh
     gives each conversation's targets their loss weights (distillation)."""
     paths = cfg.data_path
     if not paths:
-        paths = [str(ensure_demo_corpus(demo_kind))]
+        paths = [str(ensure_demo_corpus(stage(stage_name).demo))]
         if dist.is_main:
             print(f"no --data_path: training on the built-in demo dialogues {paths[0]}")
     corpus = pretokenize_chat(paths, tok, cfg.max_seq_len, truncation=cfg.truncation,

@@ -14,8 +14,11 @@ so a kill during a save never corrupts the last good one.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import time
 
 import torch
 
@@ -63,6 +66,19 @@ def list_states(paths: RunPaths) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in paths.state_dir.iterdir() if (m := _STATE_NAME.match(p.name))]
     return sorted(found)
+
+
+def move_aside(paths: RunPaths) -> Path:
+    """Move an earlier run of this stage (its run folder, with its states, and its weights) into
+    <out_dir>/<stage>.previous-<time>/, so a fresh run never mixes with it or prunes its states."""
+    aside = paths.out_dir / f"{paths.stage}.previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    while aside.exists():  # two moves within a second
+        aside = aside.with_name(aside.name + "x")
+    aside.mkdir(parents=True)
+    for part in (paths.run_dir, paths.weights):
+        if part.exists():
+            part.rename(aside / part.name)
+    return aside
 
 
 def save_state(paths: RunPaths, step: int, state: dict, keep_last: int) -> Path:

@@ -13,80 +13,167 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .cli import OneLineParser, suggest
+from common.cli import OneLineParser, suggest
+from common.device import DTYPES
+from dataset.chat_formats import CHAT_FORMATS
+from dataset.sft_tokenize import TRUNCATION_POLICIES
 
 
-def _f(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field that carries its --help text."""
+Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it, or None
+
+
+def option(default: Any, help: str, *, check: Check | None = None, resume: str = "match") -> Any:
+    """A config field that is also a flag: its --help text, its check, and what --resume asks of it.
+
+    check   value -> None when fine, else the problem ("must be at least 1"); the error
+            line then reads "--name value: problem". Checks that relate two fields live
+            in the config class's check() method.
+    resume  "match": the value shapes the data order, the schedule or the loss, so a
+            resumed run must have the saved one (this is the default: a new field is
+            safe until someone decides otherwise); "free": it may change (logging,
+            saving, device); "grow": it may only grow (--max_steps extends a run).
+    """
+    if resume not in ("match", "free", "grow"):
+        raise ValueError(f"resume={resume!r}: choose match, free or grow")
+    meta = {"help": help, "check": check, "resume": resume}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **extra})
-    return field(default=default, metadata={"help": help, **extra})
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Small checks for option(check=...).
+def at_least(low: float) -> Check:
+    return lambda v: None if v >= low else f"must be at least {low:g}"
+
+
+def within(low: float, high: float, high_open: bool = True) -> Check:
+    """low <= v < high (or <= high with high_open=False), and finite."""
+    def check(v: float) -> str | None:
+        ok = math.isfinite(v) and low <= v and (v < high if high_open else v <= high)
+        return None if ok else f"must be in [{low:g}, {high:g}{')' if high_open else ']'}"
+    return check
+
+
+def non_negative(v: float) -> str | None:
+    return None if math.isfinite(v) and v >= 0 else "must be a finite number 0 or above"
+
+
+def positive(v: float) -> str | None:
+    return None if math.isfinite(v) and v > 0 else "must be a finite number above 0"
+
+
+def one_of(*choices: str, empty: bool = False) -> Check:
+    """The value is one of choices (or empty, with empty=True: detect / off)."""
+    def check(v: str) -> str | None:
+        if v in choices or (empty and v == ""):
+            return None
+        return f"choose {', '.join(choices)}" + (" (or leave it out)" if empty else "")
+    return check
 
 
 @dataclass
 class TrainConfig:
     # data
-    data_path: list[str] = _f([], "training files or folders (.jsonl/.json/.txt/.parquet/.csv); "
-                                  "empty = the built-in demo corpus")
-    text_field: str = _f("", "JSON/CSV field holding the text; empty = detect it")
-    skip_bad: bool = _f(False, "skip malformed records and report counts instead of stopping at the first")
-    data_format: str = _f("", "chat data format: minimind, sharegpt, openai, alpaca or qa; empty = detect it")
-    truncation: str = _f("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)")
-    val_fraction: float = _f(0.01, "fraction of documents held out for validation loss")
-    max_seq_len: int = _f(512, "tokens per training row")
+    data_path: list[str] = option([], "training files or folders (.jsonl/.json/.txt/.parquet/.csv); "
+                                      "empty = the built-in demo corpus")
+    text_field: str = option("", "JSON/CSV field holding the text; empty = detect it")
+    skip_bad: bool = option(False, "skip malformed records and report counts instead of stopping at the first",
+                            resume="free")
+    data_format: str = option("", "chat data format: minimind, sharegpt, openai, alpaca or qa; empty = detect it",
+                              check=one_of(*CHAT_FORMATS, empty=True))
+    truncation: str = option("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)",
+                             check=one_of(*TRUNCATION_POLICIES))
+    val_fraction: float = option(0.01, "fraction of documents held out for validation loss", check=within(0, 1))
+    max_seq_len: int = option(512, "tokens per training row", check=at_least(1))
     # model
-    preset: str = _f("spongebob-29m", "model preset for a model trained from scratch")
-    init: str = _f("", "checkpoint to start from, its config included; empty = a new model from --preset "
-                       "(pretrain) or the previous stage's weights in --out_dir (the later stages)")
+    preset: str = option("spongebob-29m", "model preset for a model trained from scratch")
+    init: str = option("", "checkpoint to start from, its config included; empty = a new model from --preset "
+                           "(pretrain) or the previous stage's weights in --out_dir (the later stages)")
     # The model's shape, with MiniMind's / Hugging Face's names; 0 (or unset) = the preset's.
-    hidden_size: int = _f(0, "from scratch: width of the residual stream (0 = the preset's)")
-    num_hidden_layers: int = _f(0, "from scratch: number of decoder layers (0 = the preset's)")
-    num_attention_heads: int = _f(0, "from scratch: query heads; must divide --hidden_size (0 = the preset's)")
-    num_key_value_heads: int = _f(0, "from scratch: key/value heads (GQA); must divide the query heads "
-                                     "(0 = the preset's)")
-    intermediate_size: int = _f(0, "from scratch: SwiGLU inner width (0 = the preset's, or 8/3 x hidden_size "
-                                   "rounded up to 64 when --hidden_size is set)")
-    max_position_embeddings: int = _f(0, "from scratch: longest context the model supports (0 = the preset's)")
-    tie_word_embeddings: bool | None = _f(None, "from scratch: share the embedding with the output head "
-                                                "(unset = the preset's)")
+    hidden_size: int = option(0, "from scratch: width of the residual stream (0 = the preset's)", check=at_least(0))
+    num_hidden_layers: int = option(0, "from scratch: number of decoder layers (0 = the preset's)", check=at_least(0))
+    num_attention_heads: int = option(0, "from scratch: query heads; must divide --hidden_size (0 = the preset's)",
+                                      check=at_least(0))
+    num_key_value_heads: int = option(0, "from scratch: key/value heads (GQA); must divide the query heads "
+                                         "(0 = the preset's)", check=at_least(0))
+    intermediate_size: int = option(0, "from scratch: SwiGLU inner width (0 = the preset's, or 8/3 x hidden_size "
+                                       "rounded up to 64 when --hidden_size is set)", check=at_least(0))
+    max_position_embeddings: int = option(0, "from scratch: longest context the model supports (0 = the preset's)",
+                                          check=at_least(0))
+    tie_word_embeddings: bool | None = option(None, "from scratch: share the embedding with the output head "
+                                                    "(unset = the preset's)")
     # schedule
-    epochs: int = _f(2, "passes over the training data")
-    max_steps: int = _f(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap)")
-    batch_size: int = _f(84, "rows per micro-batch (per GPU)")
-    accumulation_steps: int = _f(2, "micro-batches per optimizer step")
-    learning_rate: float = _f(5e-4, "peak learning rate, reached after warmup")
-    min_lr: float = _f(5e-5, "learning rate at the end of the cosine decay")
-    warmup_steps: int = _f(100, "optimizer steps of linear warmup from 0 to --learning_rate")
-    weight_decay: float = _f(0.1, "AdamW weight decay (matrices and embeddings only)")
-    beta1: float = _f(0.9, "AdamW beta1")
-    beta2: float = _f(0.95, "AdamW beta2")
-    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
+    epochs: int = option(2, "passes over the training data", check=at_least(1))
+    max_steps: int = option(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap); with "
+                               "--resume it may grow to extend a finished run: the cosine is then stretched over "
+                               "the new total from the step reached", check=at_least(0), resume="grow")
+    batch_size: int = option(84, "rows per micro-batch (per GPU)", check=at_least(1))
+    accumulation_steps: int = option(2, "micro-batches per optimizer step", check=at_least(1))
+    learning_rate: float = option(5e-4, "peak learning rate, reached after warmup", check=positive)
+    min_lr: float = option(5e-5, "learning rate at the end of the cosine decay", check=non_negative)
+    warmup_steps: int = option(100, "optimizer steps of linear warmup from 0 to --learning_rate", check=at_least(0))
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices and embeddings only)", check=non_negative)
+    beta1: float = option(0.9, "AdamW beta1", check=within(0, 1))
+    beta2: float = option(0.95, "AdamW beta2", check=within(0, 1))
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0 = off)", check=non_negative)
     # hardware
-    device: str = _f("auto", "cuda, mps, cpu or auto (cuda, then mps, then cpu)")
-    dtype: str = _f("auto", "float32, bfloat16, float16 or auto: bf16 on GPUs with compute capability >= 8.0, "
-                            "fp16 with loss scaling on older ones; bf16 on CPUs with native bf16 (AVX512-BF16, "
-                            "AMX, Arm BF16), else fp32")
-    compile: bool | None = _f(None, "torch.compile the model and its loss (unset: on for CUDA GPUs, off elsewhere)")
-    seed: int = _f(42, "seed for initialisation and data order")
+    device: str = option("auto", "cuda, mps, cpu or auto (cuda, then mps, then cpu)", resume="free")
+    dtype: str = option("auto", "float32, bfloat16, float16 or auto: bf16 on GPUs with compute capability >= 8.0, "
+                                "fp16 with loss scaling on older ones; bf16 on CPUs with native bf16 (AVX512-BF16, "
+                                "AMX, Arm BF16), else fp32", check=one_of("auto", *DTYPES), resume="free")
+    compile: bool | None = option(None, "torch.compile the model and its loss (unset: on for CUDA GPUs, off "
+                                        "elsewhere)", resume="free")
+    seed: int = option(42, "seed for initialisation and data order")
     # checkpoints and logs
-    out_dir: str = _f("out", "where weights (<stage>.pth) and the run folder (<stage>/) go")
-    save_interval: int = _f(500, "save weights and resumable state every N optimizer steps")
-    keep_last: int = _f(3, "resumable states to keep (older ones are deleted)")
-    save_at_epochs: list[float] = _f([], "extra weight milestones at these epochs, e.g. 0.5,1.5")
-    resume: bool = _f(False, "continue exactly from the newest saved state in <out_dir>/<stage>/state")
-    log_interval: int = _f(10, "write a metrics row every N optimizer steps")
-    eval_interval: int = _f(200, "measure validation loss every N optimizer steps (0 = only at the end)")
-    eval_batches: int = _f(20, "validation micro-batches per measurement")
-    skip_nonfinite: bool = _f(False, "skip (and count) steps whose loss is NaN/inf instead of stopping")
-    use_wandb: bool = _f(False, "also log to Weights & Biases (pip install wandb)")
-    wandb_project: str = _f("spongebob", "wandb project name")
-    wandb_mode: str = _f("offline", "wandb mode: offline (no network needed; `wandb sync` later), "
-                                    "online, or disabled")
-    config: str = _f("", "YAML or JSON file of these options; command-line flags win over it")
+    out_dir: str = option("out", "where weights (<stage>.pth) and the run folder (<stage>/) go", resume="free")
+    save_interval: int = option(500, "save weights and resumable state every N optimizer steps", check=at_least(1),
+                                resume="free")
+    keep_last: int = option(3, "resumable states to keep (older ones are deleted)", check=at_least(1), resume="free")
+    save_at_epochs: list[float] = option([], "extra weight milestones at these epochs, e.g. 0.5,1.5", resume="free")
+    resume: bool = option(False, "continue exactly from the newest saved state in <out_dir>/<stage>/state",
+                          resume="free")
+    overwrite: bool = option(False, "start afresh in an --out_dir that holds another run of this stage: its "
+                                    "states are moved aside to <stage>/previous-<time>/, never deleted",
+                             resume="free")
+    log_interval: int = option(10, "write a metrics row every N optimizer steps", check=at_least(1), resume="free")
+    eval_interval: int = option(200, "measure validation loss every N optimizer steps (0 = only at the end)",
+                                check=at_least(0), resume="free")
+    eval_batches: int = option(20, "validation micro-batches per measurement", check=at_least(1), resume="free")
+    skip_nonfinite: bool = option(False, "skip (and count) steps whose loss is NaN/inf instead of stopping",
+                                  resume="free")
+    use_wandb: bool = option(False, "also log to Weights & Biases (pip install wandb)", resume="free")
+    wandb_project: str = option("spongebob", "wandb project name", resume="free")
+    wandb_mode: str = option("offline", "wandb mode: offline (no network needed; `wandb sync` later), "
+                                        "online, or disabled", check=one_of("offline", "online", "disabled"),
+                             resume="free")
+    config: str = option("", "YAML or JSON file of these options; command-line flags win over it", resume="free")
+
+    def check(self) -> None:
+        """Every field's own check, then the checks that relate fields; ConfigError in one line.
+        A stage's config adds its own relations by overriding this and calling super().check()."""
+        for f in fields(self):
+            check = f.metadata.get("check")
+            problem = check(getattr(self, f.name)) if check else None
+            if problem:
+                raise ConfigError(f"--{f.name} {_shown(getattr(self, f.name))}: {problem}")
+        if self.min_lr > self.learning_rate:
+            raise ConfigError(f"--min_lr {self.min_lr:g} is above --learning_rate {self.learning_rate:g}")
+        bad_epochs = [e for e in self.save_at_epochs if not 0 < e <= self.epochs]
+        if bad_epochs:
+            raise ConfigError(f"--save_at_epochs {bad_epochs[0]:g}: must be within the run's (0, {self.epochs}] "
+                              "epochs")
+
+
+def resume_rules(config_cls: type[TrainConfig]) -> dict[str, str]:
+    """field -> "match" | "free" | "grow", read from the fields (option(resume=...)): the resume
+    check covers every stage's options without a list to keep up to date."""
+    return {f.name: f.metadata["resume"] for f in fields(config_cls)}
 
 
 class ConfigError(ValueError):

@@ -4,14 +4,8 @@ A stage hands over a model, its data and (optionally) a loss function; the
 engine does the rest: AMP, gradient accumulation, warmup + cosine, clipping,
 DDP, compile, validation, logging, atomic checkpoints and exact resume.
 
-Data contract (PretrainDataset and the SFT datasets implement it):
-    data.num_batches(batch_size) -> micro-batches per epoch on this rank (equal on all ranks)
-    data.batches(batch_size, epoch, start) -> iterator of dicts with "input_ids" and
-        "targets" (B, T) and optionally "loss_weight", beginning at micro-batch `start`;
-        deterministic for a given (seed, epoch), which is what makes resume exact.
-        Optional "seq_lens" (1-D, on the CPU): the length of every sequence in the batch
-        that attends as one (a packed row, a padded conversation), for honest token and
-        FLOP counts; without it every position counts and each row is one sequence.
+What a stage hands over and the batch keys are written down in trainer/contract.py;
+the math of one step is trainer/step.py.
 
 One step talks to the host once per log step, not once per step: the loss, the
 token count and the stop flag of all ranks travel in one all-reduce, stay on the
@@ -31,16 +25,17 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model import save_adapter, save_model, unwrap
+from common.device import make_scaler, matmul_params, peak_flops
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
-from .device import make_scaler, matmul_params, peak_flops
+from .contract import hooks_of
 from .distributed import DistInfo, all_reduce_sum
 from .metrics import MetricsLog, SpikeDetector, start_wandb
 from .optim import make_optimizer, set_lr
 from .prefetch import Prefetcher
 from .resume import check_resumable, restore_rng, rng_state
 from .schedule import lr_at
-from .step import STATS, Batch, LossFn, StepMixin
+from .step import STATS, Batch, LossFn, Step
 
 
 class TrainingError(RuntimeError):
@@ -59,8 +54,8 @@ class _Inline:
     def close(self) -> None:
         pass
 
-class Trainer(StepMixin):
-    """Setup, resume, checkpoints, the loop and its logging; the step's math is StepMixin's (step.py)."""
+class Trainer:
+    """Setup, resume, checkpoints, the loop and its logging; the step's math is Step's (step.py)."""
 
     def __init__(self, cfg: TrainConfig, model: torch.nn.Module, train_data: Any, val_data: Any,
                  tokenizer_identity: dict, stage: str, device: torch.device, dtype: torch.dtype,
@@ -69,13 +64,13 @@ class Trainer(StepMixin):
         self.cfg, self.stage, self.device, self.dtype, self.dist = cfg, stage, device, dtype, dist
         # A LoRA run: {"path", "sha256", "rank", "alpha", "targets"}; its checkpoints hold only adapters.
         self.adapter_base = adapter_base
-        self.train_data, self.val_data, self.loss_fn = train_data, val_data, loss_fn
+        self.train_data, self.val_data = train_data, val_data
         self.tokenizer_identity, self.data_identity = tokenizer_identity, data_identity
         self.paths = RunPaths(Path(cfg.out_dir), stage)
         self.model = model.to(device)
         self.optimizer = make_optimizer(self.model, cfg, device)
-        self.fused = bool(self.optimizer.defaults.get("fused"))
         self.scaler = make_scaler(device, dtype)
+        self.hooks = hooks_of(loss_fn, train_data, val_data)
 
         per_epoch = train_data.num_batches(cfg.batch_size)
         if per_epoch == 0:
@@ -105,10 +100,8 @@ class Trainer(StepMixin):
         self.matmul_n = matmul_params(sum(p.numel() for p in self.model.parameters()), c.vocab_size, c.dim,
                                       c.tie_embeddings)
         self.peak_flops, self.device_name = peak_flops(device)
-        # Every micro-batch's summed loss is divided by this same constant before backward, so
-        # gradients have a mean-like size (fp16 loss scaling needs that) without waiting for the
-        # step's token count; the exact normalisation is applied to the gradients afterwards.
-        self.loss_divisor = float(cfg.batch_size * cfg.accumulation_steps * cfg.max_seq_len)
+        self.stepper = Step(cfg, self.model, self.train_model, self.optimizer, self.scaler, loss_fn, dist,
+                            device, dtype, self.matmul_n)
         self._pending = torch.zeros(len(STATS), device=device)  # summed since the last metrics row
         self._pending_flops, self._pending_steps = 0.0, 0
         wandb_run = None
@@ -189,8 +182,8 @@ class Trainer(StepMixin):
             bar.set_postfix_str("compiling the model (the first steps are slow)")
         previous_handler = self._install_sigint()
         # On-policy data (GRPO's rollouts) must be made by the weights of the step that uses it: no prefetch.
-        on_policy = getattr(self.train_data, "on_policy", False)
-        steps = (_Inline if on_policy else Prefetcher)(self._micro_batches(), self._prepare)
+        on_policy = any(h.on_policy for h in self.hooks)
+        steps = (_Inline if on_policy else Prefetcher)(self._micro_batches(), self.stepper.prepare)
         val_loss, self._timer = None, time.perf_counter()
         try:
             for micro_batches, tokens, flops in steps:
@@ -210,6 +203,24 @@ class Trainer(StepMixin):
         if self.dist.is_main:
             print(f"done: {self.step} steps, {self.tokens_seen:,} tokens; weights in {self.paths.weights}")
         return val_loss
+
+    # The step itself (step.py); kept here by name for the benchmarks and tests that drive it.
+    @property
+    def loss_fn(self) -> LossFn | None:
+        return self.stepper.loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, loss_fn: LossFn | None) -> None:
+        self.stepper.loss_fn = loss_fn
+
+    def train_step(self, micro_batches: list[Batch], tokens: int = 0) -> torch.Tensor:
+        return self.stepper.train_step(micro_batches, tokens, stop=self._stop_requested)
+
+    def _prepare(self, micro_batches: list[Batch]) -> tuple[list[Batch], int, float]:
+        return self.stepper.prepare(micro_batches)
+
+    def evaluate(self) -> dict[str, float]:
+        return self.stepper.evaluate(self.val_data)
 
     def _guarded_step(self, micro_batches: list[Batch], tokens: int) -> torch.Tensor:
         try:
@@ -269,10 +280,8 @@ class Trainer(StepMixin):
                "grad_norm": values["grad_norm"] / steps, "stop": values["stop"] > 0}
         if self.peak_flops:
             row["mfu"] = flops / max(seconds, 1e-9) / self.peak_flops
-        for source in (self.loss_fn, self.train_data):  # a stage's own: DPO's rewards, GRPO's rollouts
-            read_metrics = getattr(source, "read_metrics", None)
-            if read_metrics is not None:
-                row.update(read_metrics(all_reduce_sum))
+        for hooks in self.hooks:  # a stage's own: DPO's rewards, GRPO's rollouts
+            row.update(hooks.read_metrics(all_reduce_sum))
         if math.isfinite(loss) and self.spikes.update(loss):
             row["spike"] = True
             if self.dist.is_main:
@@ -294,7 +303,7 @@ class Trainer(StepMixin):
         postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.2e}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
         if "mfu" in row:
             postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
-        for key, short in (("rewards/accuracies", "acc"), ("rewards/margins", "margin")):  # DPO's
+        for key, short in (("rewards/accuracies", "acc"), ("reward", "reward")):  # a stage's headline figure
             if key in row:
                 postfix[short] = f"{row[key]:.3f}"
         bar.set_postfix(postfix, refresh=False)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli import OneLineParser
+from common.cli import OneLineParser
 
 FIGSIZE = (12.0, 8.0)  # inches; with DPI this is a 1200 x 800 PNG
 DPI = 100

@@ -1,35 +1,44 @@
 """What a resumed run must share with the saved one, and the RNG state.
 
-Exact resume means the same data order and the same schedule, so every
-option that shapes either must match; the others (logging, saving, device,
-compile) may change between runs.
+Exact resume means the same data order, the same schedule and the same loss,
+so every option that shapes one of them must match; the others (logging,
+saving, device, compile) may change between runs. Each option says which it is
+where it is declared (option(resume=...)).
 """
 from __future__ import annotations
 
 import torch
 
-from .config import TrainConfig, config_dict
-
-MUST_MATCH = ("data_path", "val_fraction", "max_seq_len", "batch_size", "accumulation_steps", "epochs",
-              "max_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2",
-              "grad_clip", "seed", "preset", "init", "text_field", "data_format", "truncation", "hidden_size",
-              "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
-              "max_position_embeddings", "tie_word_embeddings", "packing", "lora_rank", "lora_alpha",
-              "lora_dropout", "lora_target")
+from .config import TrainConfig, config_dict, resume_rules
 
 
 def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identity: str) -> None:
+    """Refuse, in one line naming the flag, a resume whose options would change the data order,
+    the schedule or the loss. Which options those are is declared with each option
+    (option(resume=...)): every stage's own flags are covered, --pref_beta and
+    --num_generations included. --max_steps may grow (the run is extended)."""
     saved, now = state["config"], config_dict(cfg)
-    for key in MUST_MATCH:
-        if saved.get(key) != now.get(key):  # a stage's own options (packing) exist only in its config
-            raise ValueError(f"--resume: {key} was {saved.get(key)!r} in the saved run ({state['path']}) but is "
-                             f"{now.get(key)!r} now; resume with the same settings or use a new --out_dir")
+    for key, rule in resume_rules(type(cfg)).items():
+        was, is_now = saved.get(key), now.get(key)
+        if rule == "free" or was == is_now:
+            continue
+        if rule == "grow" and key == "max_steps" and _extends(was, is_now, state):
+            continue
+        how = ("it may only grow, to extend the run" if rule == "grow" else
+               "resume with the same value, or start a new run in another --out_dir")
+        raise ValueError(f"--resume: --{key} was {was!r} in the saved run ({state['path']}) but is "
+                         f"{is_now!r} now; {how}")
     if state["world_size"] != world_size:
         raise ValueError(f"--resume: the saved run used {state['world_size']} processes, this one {world_size}; "
                          "the data shards would differ")
     if state["data_identity"] != data_identity:
         raise ValueError("--resume: the training data changed since the state was saved "
                          f"({state['data_identity']} -> {data_identity})")
+
+
+def _extends(was: int | None, now: int, state: dict) -> bool:
+    """A larger --max_steps than the saved run's cap (a run with no cap has nothing to extend)."""
+    return bool(was) and now > was
 
 
 def rng_state() -> dict:

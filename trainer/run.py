@@ -22,20 +22,22 @@ from tqdm import tqdm
 from model import SpongeBob, file_sha256, load_model
 from model.lora import adapter_parameters, apply_lora, parse_targets
 from tokenizer import SpongeTokenizer, load_tokenizer
-from .checkpoints import RunPaths, list_states
-from .checks import check_config, check_init_file, check_out_dir, check_seq_len, model_config
-from .cli import shown_path
+from .checkpoints import RunPaths, list_states, move_aside
+from common.cli import shown_path
+from common.device import enable_tf32, pick_compile, pick_device, pick_dtype
+from common.stages import stage as stage_row
+from .checks import check_init_file, check_out_dir, check_seq_len, model_config
 from .config import ConfigError, TrainConfig, config_dict, parse_config
-from .device import enable_tf32, pick_compile, pick_device, pick_dtype
+from .contract import StageLoss, TrainData, hooks_of
 from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
-from .engine import LossFn, Trainer, TrainingError
+from .engine import Trainer, TrainingError
 from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
 
 
 @dataclass
 class StageData:
-    train: Any               # implements num_batches / batches (see engine.py)
-    val: Any | None
+    train: TrainData         # num_batches / batches (trainer/contract.py)
+    val: TrainData | None    # the same, or a Validator
     identity: str            # fingerprint of the data, checked on --resume
     description: str         # one line for the start-up summary
 
@@ -44,7 +46,7 @@ DataBuilder = Callable[[TrainConfig, SpongeTokenizer, DistInfo], StageData]
 # Called once the device and the starting model are known, so a loss can bring a model of
 # its own (a teacher, DPO's reference) or use the trained one (LoRA's adapters-off reference).
 # None from it means the default loss.
-LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device, SpongeBob], LossFn | None]
+LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device, SpongeBob], StageLoss | None]
 
 
 def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
@@ -150,9 +152,22 @@ def plan_time(trainer: Trainer, step_seconds: float) -> str:
             f"take about {hours} h {rest // 60} min on this {trainer.device.type}")
 
 
+def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
+    """A new run in a folder that holds another run's states: refuse, or with --overwrite move the
+    old run aside. Two runs' states never mix, and pruning never deletes the other run's."""
+    states = list_states(paths)
+    if states and not overwrite:
+        raise ValueError(f"{shown_path(paths.state_dir)} holds an earlier {paths.stage} run (saved up to step "
+                         f"{states[-1][0]}): continue it with --resume, or start afresh with --overwrite (the "
+                         "earlier run is moved aside, not deleted), or use another --out_dir")
+    if states and dist.is_main:
+        print(f"--overwrite: the earlier {paths.stage} run is now in {move_aside(paths)}")
+    barrier()
+
+
 def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None) -> None:
     # Everything that needs no data first: a typo must not cost the minutes of tokenizing.
-    check_config(cfg)
+    cfg.check()
     device = pick_device(cfg.device)
     dist = init_distributed(device)
     device = local_device(device, dist)
@@ -165,6 +180,8 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     if cfg.resume and not list_states(paths):
         raise ValueError(f"--resume: no saved training state in {shown_path(paths.state_dir)}; "
                          "run once without --resume first")
+    if not cfg.resume:
+        fresh_start(paths, cfg.overwrite, dist)
     model = build_model(cfg, tok)
     fit_memory(cfg, model, device, dtype, dist)
     loss_fn = build_loss(cfg, tok, device, model) if build_loss else None  # None: the model's own CE
@@ -173,9 +190,8 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     barrier()
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
-    for part in (data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
-        if hasattr(part, "bind"):
-            part.bind(model.to(device), device, dtype)
+    for hooks in hooks_of(data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
+        hooks.bind(model.to(device), device, dtype)
     trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
                       data_identity=data.identity, loss_fn=loss_fn, adapter_base=adapter_base(cfg, model))
     if dist.is_main:
@@ -190,6 +206,15 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
                      "data": data.description, "data_identity": data.identity}
         paths.config.write_text(json.dumps(effective, indent=2, ensure_ascii=False) + "\n")
     trainer.fit()
+
+
+def train_stage(name: str, description: str, reference: dict[str, Any], demo: dict[str, Any],
+                build_data: DataBuilder, build_loss: LossBuilder | None = None,
+                config_cls: type[TrainConfig] = TrainConfig) -> None:
+    """A stage script's whole main: its flags over its REFERENCE and DEMO defaults, starting
+    from the previous stage's weights that the table of stages names (common/stages.py)."""
+    cfg = cli_config(description, reference, demo, config_cls, init_from=stage_row(name).previous)
+    run_stage(cfg, name, build_data, build_loss)
 
 
 def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None = None) -> None:

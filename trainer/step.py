@@ -3,7 +3,8 @@
 Split from engine.py so that each file reads top to bottom: here is the math of a
 step (the loss of a micro-batch, exact normalisation over the whole step, the one
 all-reduce, clipping and the non-finite guard); engine.py is the loop around it.
-Trainer inherits these methods; they use its model, optimizer, scaler and config.
+Everything a step uses is handed to Step when it is made: reading one step means
+reading this file.
 """
 from __future__ import annotations
 
@@ -12,15 +13,16 @@ from contextlib import nullcontext
 
 import torch
 
+from common.device import autocast, step_flops
 from model import IGNORE_INDEX, token_loss
 from model.masks import document_mask
-from .device import autocast, step_flops
-from .distributed import all_reduce_sum
+from .config import TrainConfig
+from .contract import Batch, Validator
+from .distributed import DistInfo, all_reduce_sum
 
-Batch = dict[str, torch.Tensor]
-# loss_fn(logits, batch) -> summed (not averaged) loss over the batch's trained tokens.
-# Without one, the model computes its own cross-entropy chunk by chunk (model/loss.py),
-# never holding the full logits.
+# loss_fn(logits, batch) -> summed (not averaged) loss over the batch's trained tokens: a
+# StageLoss (trainer/contract.py). Without one, the model computes its own cross-entropy
+# chunk by chunk (model/loss.py), never holding the full logits.
 LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
 MODEL_INPUTS = ("input_ids", "targets", "loss_weight", "position_ids", "attn_mask")
 STATS = ("loss_sum", "count", "tokens", "stop", "nonfinite", "grad_norm")  # one device vector per step
@@ -52,10 +54,22 @@ def batch_tokens(batch: Batch) -> tuple[int, int]:
     return int(lens.sum()), int((lens * (lens + 1) // 2).sum())
 
 
-class StepMixin:
-    """The step's math, mixed into Trainer (trainer/engine.py)."""
+class Step:
+    """One optimizer step and one validation pass, over the model and optimizer it is given."""
 
-    def _prepare(self, micro_batches: list[Batch]) -> tuple[list[Batch], int, float]:
+    def __init__(self, cfg: TrainConfig, model: torch.nn.Module, train_model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss_fn: LossFn | None,
+                 dist: DistInfo, device: torch.device, dtype: torch.dtype, matmul_n: int):
+        self.cfg, self.model, self.train_model, self.optimizer = cfg, model, train_model, optimizer
+        self.scaler, self.loss_fn, self.dist, self.device, self.dtype = scaler, loss_fn, dist, device, dtype
+        self.matmul_n = matmul_n
+        self.fused = bool(optimizer.defaults.get("fused"))
+        # Every micro-batch's summed loss is divided by this same constant before backward, so
+        # gradients have a mean-like size (fp16 loss scaling needs that) without waiting for the
+        # step's token count; the exact normalisation is applied to the gradients afterwards.
+        self.loss_divisor = float(cfg.batch_size * cfg.accumulation_steps * cfg.max_seq_len)
+
+    def prepare(self, micro_batches: list[Batch]) -> tuple[list[Batch], int, float]:
         """On the prefetch thread: count tokens and FLOPs on the CPU, pin for an async copy."""
         tokens = pairs = 0
         for batch in micro_batches:
@@ -82,7 +96,7 @@ class StepMixin:
         inputs.pop("targets"), inputs.pop("loss_weight", None)
         return self.loss_fn(model(ids, **inputs).logits, batch)
 
-    def train_step(self, micro_batches: list[Batch], tokens: int = 0) -> torch.Tensor:
+    def train_step(self, micro_batches: list[Batch], tokens: int = 0, stop: bool = False) -> torch.Tensor:
         """Forward/backward over all micro-batches, then one guarded optimizer update.
         Returns the step's statistics (STATS) as one tensor on the device; nothing is read back.
 
@@ -102,7 +116,7 @@ class StepMixin:
             local[0] += loss.detach().float()
             local[1] += loss_normaliser(batch)
         local[2] = tokens or sum(b["input_ids"].numel() for b in batches)
-        local[3] = float(self._stop_requested)
+        local[3] = float(stop)  # a Ctrl-C on this rank, told to every rank by the all-reduce
         stats = all_reduce_sum(local)  # the one collective of the step: loss, count, tokens, stop flag
         count = stats[1].clamp(min=1.0)
         # DDP averaged the gradients over ranks; undo the constant divisor, divide by the true count.
@@ -136,16 +150,16 @@ class StepMixin:
             self.optimizer.step()
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, val_data: object) -> dict[str, float]:
         """Validation metrics: the mean loss over up to --eval_batches micro-batches (all ranks),
-        or whatever the validation data measures itself (GRPO: held-out accuracy)."""
-        if self.val_data is None or self.val_data.num_batches(self.cfg.batch_size) == 0:
+        or whatever a Validator measures itself (GRPO: held-out accuracy)."""
+        if val_data is None or val_data.num_batches(self.cfg.batch_size) == 0:
             return {}
-        if hasattr(self.val_data, "evaluate"):
-            return self.val_data.evaluate(self.model, self.device, self.dtype)
+        if isinstance(val_data, Validator):
+            return val_data.evaluate(self.model, self.device, self.dtype)
         self.train_model.eval()
         total = torch.zeros(2, device=self.device)
-        stream = self.val_data.batches(self.cfg.batch_size, epoch=0)
+        stream = val_data.batches(self.cfg.batch_size, epoch=0)
         for _, batch in zip(range(self.cfg.eval_batches), stream):
             batch = self._to_device(batch)
             with autocast(self.device, self.dtype):

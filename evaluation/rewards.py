@@ -15,13 +15,13 @@ import re
 from typing import Callable
 
 from dataset.problems import Problem
-from evaluation.reasoning_metrics import answer_span, answers_match, is_compliant
+from common.reasoning import answer_span, answers_match, is_compliant
 
 RewardFn = Callable[[str, Problem], float]
 
 
 def accuracy_reward(completion: str, problem: Problem) -> float:
-    """1 when the answer matches the gold by the project's one matcher (evaluation/reasoning_metrics.py)."""
+    """1 when the answer matches the gold by the project's one matcher (common/reasoning.py)."""
     return 1.0 if answers_match(answer_span(completion), problem.gold) else 0.0
 
 
