@@ -76,6 +76,14 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     return bool({"avx512_bf16", "amx_bf16", "bf16"} & flags)
 
 
+def trains_in_fp32_on_cpu(device: str = "auto", dtype: str = "auto") -> bool:
+    """True when --device/--dtype will train in fp32 on a CPU: no GPU to pick, and a CPU without
+    native bf16 (AVX2-only x86). Such CPUs run the demo several times slower than bf16 ones."""
+    gpu = torch.cuda.is_available() or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    on_cpu = device == "cpu" or (device == "auto" and not gpu)
+    return on_cpu and dtype in ("auto", "float32", "fp32") and (dtype != "auto" or not cpu_has_native_bf16())
+
+
 def cuda_has_native_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 8
 

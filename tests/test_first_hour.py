@@ -189,8 +189,38 @@ def test_warmup_longer_than_the_run_and_a_truthful_cap(tmp_path, monkeypatch, ca
     assert code == 0
     assert "capped by" not in out and "(--epochs 1 x " in out
     assert "warning: --warmup_steps 100 is not below the" in out
-    assert "note: on a CPU, the defaults are the seed's GPU reference run" in out
     assert "measured: " in out and " s per step, so the remaining " in out
+
+
+def test_the_plan_line_names_the_flags_that_make_hours_minutes():
+    from types import SimpleNamespace
+    from trainer.run import plan_time
+
+    def trainer(init, device="cpu", steps=2000):
+        cfg = SimpleNamespace(init=init)
+        return SimpleNamespace(total_steps=steps, step=0, device=torch.device(device), cfg=cfg)
+    hours = plan_time(trainer(""), 463.0)  # the reference defaults on an AVX2 laptop: 463 s a step
+    assert hours.startswith("measured: 463.0 s per step, so the remaining 2,000 steps take about 257 h 13 min")
+    assert hours.endswith("for a CPU-sized run of minutes: --preset spongebob-demo --max_seq_len 256 "
+                          "--batch_size 16 --accumulation_steps 1 --learning_rate 2e-3 --max_steps 300")
+    with_init = plan_time(trainer("out/pretrain.pth"), 463.0)  # a later stage: the shape is the checkpoint's
+    assert "--preset" not in with_init and with_init.endswith("--accumulation_steps 1 --max_steps 300")
+    assert "CPU-sized" not in plan_time(trainer(""), 1.0)  # 33 minutes: no advice
+    assert "CPU-sized" not in plan_time(trainer("", device="cuda"), 463.0)
+
+
+def test_a_cpu_without_native_bf16_gets_the_smaller_demo(monkeypatch):
+    import common.device as device
+    monkeypatch.setattr(device.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(device.torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "fma"})
+    small = dict(fp32_cpu_demo=pretrain.FP32_CPU_DEMO)
+    assert parse_config([], "t", pretrain.REFERENCE, pretrain.DEMO, **small).max_steps == 130
+    assert parse_config(["--max_steps", "0"], "t", pretrain.REFERENCE, pretrain.DEMO, **small).max_steps == 0
+    assert parse_config(["--dtype", "bfloat16"], "t", pretrain.REFERENCE, pretrain.DEMO, **small).max_steps == 0
+    assert parse_config(["--data_path", "x.jsonl"], "t", pretrain.REFERENCE, pretrain.DEMO, **small).max_steps == 0
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "amx_bf16"})  # native bf16: the whole demo
+    assert parse_config([], "t", pretrain.REFERENCE, pretrain.DEMO, **small).max_steps == 0
 
 
 def test_the_validation_split_has_a_floor(tmp_path):
@@ -256,3 +286,33 @@ def test_eval_serve_and_export_find_a_stage_in_out_dir(tmp_path, monkeypatch, ca
         "or pass --ckpt")
     assert export.main(["--out_dir", "runs/a", "--model_mode", "1"]) == 2
     assert "runs/a/sft.pth (relative to" in capsys.readouterr().err
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_state(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    data = write_corpus(tmp_path / "c.jsonl", n_docs=400)
+    repo = Path(__file__).resolve().parents[1]
+    # Steps of about a second (the demo model, fp32), so both presses land inside one step.
+    argv = [sys.executable, str(repo / "pretrain.py"), "--data_path", str(data), "--preset", "spongebob-demo",
+            "--max_seq_len", "256", "--batch_size", "16", "--dtype", "float32", "--device", "cpu",
+            "--save_interval", "1", "--max_steps", "1000", "--warmup_steps", "1", "--eval_interval", "0"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(repo)))
+    states = tmp_path / "out" / "pretrain" / "state"
+    deadline = time.time() + 120
+    while not (states.is_dir() and any(states.glob("step_*.pt"))) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1500:]
+    line = next(line for line in err.splitlines() if line.startswith("second Ctrl-C"))
+    kept = line.split("last saved state: ")[1].split(";")[0]
+    assert line.startswith("second Ctrl-C: stopped at once; last saved state: ") and (tmp_path / kept).is_file()
+    assert line.endswith("continue with the same command plus --resume")
+    assert not [p for p in states.iterdir() if not p.name.endswith(".pt")]  # nothing half-written

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from common.cli import OneLineParser, suggest
-from common.device import DTYPES
+from common.device import DTYPES, trains_in_fp32_on_cpu
 from dataset.chat_formats import CHAT_FORMATS
 from dataset.sft_tokenize import TRUNCATION_POLICIES
 
@@ -287,9 +287,11 @@ SHAPE_OPTIONS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num
 
 def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[str, Any] | None = None,
                  demo_defaults: dict[str, Any] | None = None,
-                 config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None) -> TrainConfig:
+                 config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None,
+                 fp32_cpu_demo: dict[str, Any] | None = None) -> TrainConfig:
     """Layer defaults, the optional config file and the flags into a TrainConfig (or config_cls).
 
+    fp32_cpu_demo: the demo's settings on a CPU that trains in fp32 (see trains_in_fp32_on_cpu).
     init_from names the previous stage: with no --init, the run starts from its weights in
     the same --out_dir (<out_dir>/<init_from>.pth), so stages chain under any --out_dir."""
     stage_defaults = dict(stage_defaults or {})
@@ -303,6 +305,10 @@ def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[
     values: dict[str, Any] = dict(stage_defaults)
     if demo_defaults and not chosen.get("data_path", values.get("data_path")):
         values.update(demo_defaults)
+        # A CPU without native bf16 trains in fp32, several times slower: the demo is sized down
+        # there so that it takes the same minutes (what the user sets still wins).
+        if fp32_cpu_demo and trains_in_fp32_on_cpu(chosen.get("device", "auto"), chosen.get("dtype", "auto")):
+            values.update(fp32_cpu_demo)
     values.update(chosen)
     if init_from and values.get("init", "").startswith("<out_dir>/"):
         values["init"] = str(Path(values.get("out_dir", field_default("out_dir"))) / f"{init_from}.pth")

@@ -14,7 +14,9 @@ device, and are read (one sync) only when a metrics row is written.
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -309,13 +311,18 @@ class Trainer:
         bar.set_postfix(postfix, refresh=False)
 
     def _install_sigint(self) -> Any:
-        """First Ctrl-C: finish the current step, save, exit. Second: stop at once."""
+        """First Ctrl-C: finish the current step, save, exit. Second: stop at once (a step on a slow
+        CPU can take minutes), keeping the last saved state; saves are atomic, so nothing is half-written."""
         def request_stop(signum: int, frame: Any) -> None:
             if self._stop_requested:
-                raise KeyboardInterrupt
+                kept = self.last_saved or "none saved yet"
+                print(f"\nsecond Ctrl-C: stopped at once; last saved state: {kept}"
+                      f"{'; continue with the same command plus --resume' if self.last_saved else ''}",
+                      file=sys.stderr, flush=True)
+                os._exit(130)  # not KeyboardInterrupt: that waits for the running step to return to Python
             self._stop_requested = True
             when = "at the next log step, with every rank" if self.dist.enabled else "after this step"
-            tqdm.write(f"Ctrl-C: saving {when} (press again to quit without saving)")
+            tqdm.write(f"Ctrl-C: saving {when} (press again to quit at once, keeping the last saved state)")
         try:
             return signal.signal(signal.SIGINT, request_stop)
         except ValueError:  # not the main thread (e.g. inside a test runner thread)

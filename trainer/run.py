@@ -50,11 +50,13 @@ LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device, SpongeBob], 
 
 
 def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
-               config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None) -> TrainConfig:
+               config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None,
+               fp32_cpu_demo: dict[str, Any] | None = None) -> TrainConfig:
     """parse_config over sys.argv; a bad flag or config file is one line and exit 2.
     init_from: the previous stage, whose <out_dir>/<stage>.pth is the default --init."""
     try:
-        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls, init_from)
+        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls, init_from,
+                            fp32_cpu_demo)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -137,19 +139,27 @@ def warnings_for(cfg: TrainConfig, trainer: Trainer, device: torch.device) -> li
     if cfg.warmup_steps >= trainer.total_steps:
         notes.append(f"warning: --warmup_steps {cfg.warmup_steps} is not below the {trainer.total_steps} steps "
                      f"planned, so the lr never reaches --learning_rate {cfg.learning_rate:g}; lower --warmup_steps")
-    if cfg.data_path and device.type == "cpu":
-        notes.append("note: on a CPU, the defaults are the seed's GPU reference run (the spongebob-29m model, "
-                     "84 x 2 rows of 512 per step); the time this plan takes is printed after the first step. "
-                     "For a CPU-sized run: --preset spongebob-demo --max_seq_len 256 --batch_size 16 "
-                     "--accumulation_steps 1 --learning_rate 2e-3")
     return notes
 
 
+# What makes a CPU run minutes instead of hours: a smaller model (only when training one from
+# scratch: with --init the shape is the checkpoint's), short rows and small batches.
+CPU_SIZED = "--max_seq_len 256 --batch_size 16 --accumulation_steps 1"
+CPU_SIZED_FROM_SCRATCH = "--preset spongebob-demo " + CPU_SIZED + " --learning_rate 2e-3"
+
+
 def plan_time(trainer: Trainer, step_seconds: float) -> str:
-    total = step_seconds * (trainer.total_steps - trainer.step)
+    """The measured time of the plan, and when it is hours on a CPU, the flags that make it minutes."""
+    left = trainer.total_steps - trainer.step
+    total = step_seconds * left
     hours, rest = divmod(int(total), 3600)
-    return (f"measured: {step_seconds:.1f} s per step, so the remaining {trainer.total_steps - trainer.step:,} steps "
-            f"take about {hours} h {rest // 60} min on this {trainer.device.type}")
+    line = (f"measured: {step_seconds:.1f} s per step, so the remaining {left:,} steps take about "
+            f"{hours} h {rest // 60} min on this {trainer.device.type}")
+    cfg = trainer.cfg
+    if trainer.device.type == "cpu" and total >= 3600:
+        sized = CPU_SIZED if cfg.init else CPU_SIZED_FROM_SCRATCH
+        line += f"; for a CPU-sized run of minutes: {sized} --max_steps 300"
+    return line
 
 
 def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
@@ -198,7 +208,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
         print(describe(cfg, stage, model, data, trainer, device, dtype, dist))
         for line in warnings_for(cfg, trainer, device):
             print(line)
-        if cfg.data_path and device.type == "cpu":
+        if device.type == "cpu":
             trainer.after_first_step = lambda seconds: tqdm.write(plan_time(trainer, seconds))
         paths.run_dir.mkdir(parents=True, exist_ok=True)
         effective = {"stage": stage, "config": config_dict(cfg), "model": model.config.to_dict(),
@@ -210,10 +220,12 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
 
 def train_stage(name: str, description: str, reference: dict[str, Any], demo: dict[str, Any],
                 build_data: DataBuilder, build_loss: LossBuilder | None = None,
-                config_cls: type[TrainConfig] = TrainConfig) -> None:
-    """A stage script's whole main: its flags over its REFERENCE and DEMO defaults, starting
-    from the previous stage's weights that the table of stages names (common/stages.py)."""
-    cfg = cli_config(description, reference, demo, config_cls, init_from=stage_row(name).previous)
+                config_cls: type[TrainConfig] = TrainConfig, fp32_cpu_demo: dict[str, Any] | None = None) -> None:
+    """A stage script's whole main: its flags over its REFERENCE and DEMO defaults (and, on a CPU
+    that trains in fp32, its FP32_CPU_DEMO), starting from the previous stage's weights that the
+    table of stages names (common/stages.py)."""
+    cfg = cli_config(description, reference, demo, config_cls, init_from=stage_row(name).previous,
+                     fp32_cpu_demo=fp32_cpu_demo)
     run_stage(cfg, name, build_data, build_loss)
 
 
