@@ -69,6 +69,9 @@ PROMPT_MARKER = "> "
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tokenizer_dir", default=None,
+                   help="the tokenizer the model was trained with (default: the one its checkpoint records, "
+                        "else the shipped one)")
     p.add_argument("--model_mode", type=mode_number, default=0,
                    help=MODES_HELP + "; a number or a stage name (--model_mode sft); picks the checkpoint in --out_dir")
     p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")

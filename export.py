@@ -32,8 +32,9 @@ from exporters.gguf_file import GGUF_DTYPES, write_gguf
 from exporters.hf_dir import WEIGHTS_FILE, write_hf_export
 from inference.loading import MODES_HELP, checkpoint_path, mode_number
 from exporters.peft_dir import ADAPTER_WEIGHTS, write_peft_export
-from model import ADAPTER_FORMAT, CheckpointError, ModelConfig, SpongeBob, load_model, read_checkpoint
-from tokenizer import TokenizerError, load_tokenizer
+from model import (ADAPTER_FORMAT, CheckpointError, ModelConfig, SpongeBob, checkpoint_tokenizer, load_model,
+                   read_checkpoint)
+from tokenizer import TokenizerError, load_tokenizer, tokenizer_for
 from common.cli import OneLineParser, shown_path
 
 
@@ -58,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=GGUF_DTYPES, default="f32",
                    help="gguf: weight type; norms stay f32 (hf is always f32)")
     p.add_argument("--tokenizer_dir", default=None,
-                   help="the tokenizer the model was trained with (default: the shipped one)")
+                   help="the tokenizer the model was trained with (default: the one its checkpoint records, "
+                        "else the shipped one)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     return p
 
@@ -173,7 +175,7 @@ def run(args: argparse.Namespace) -> str:
     if args.format == "peft":
         return export_peft(args, ckpt)
     try:
-        tok = load_tokenizer(args.tokenizer_dir)
+        tok = load_tokenizer(args.tokenizer_dir) if args.tokenizer_dir else tokenizer_for(checkpoint_tokenizer(ckpt))
         model, _ = load_model(ckpt, tokenizer=tok)
     except (CheckpointError, TokenizerError) as e:
         raise UserError(str(e)) from None

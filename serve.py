@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_mode", type=mode_number, default=1,
                    help=f"a chat stage's number or name ({MODES_HELP.partition(', ')[2]}); picks the checkpoint "
                         "in --out_dir as eval_model.py does")
+    p.add_argument("--tokenizer_dir", default=None,
+                   help="the tokenizer the model was trained with (default: the one its checkpoint records, "
+                        "else the shipped one)")
     p.add_argument("--out_dir", default="out", help="the folder the training stages wrote to (their --out_dir)")
     p.add_argument("--ckpt", default=None, help="checkpoint to serve instead of the mode's <out_dir>/<stage>.pth")
     p.add_argument("--host", default="127.0.0.1",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from model import CheckpointError, SpongeBob, load_model
-from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
+from model import CheckpointError, SpongeBob, checkpoint_tokenizer, load_model
+from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer, tokenizer_for
 from common.cli import relative_note
 from common.device import pick_device
 from common.stages import BY_MODE, MODES_HELP, Stage, parse_mode
@@ -61,13 +61,15 @@ def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.de
     except RuntimeError:  # torch.device("nonsense")
         raise UserError(f"--device {args.device}: not a device; use cuda, cuda:N, mps, cpu or auto") from None
     try:
-        tok = load_tokenizer()
+        given = getattr(args, "tokenizer_dir", None)
+        tok = load_tokenizer(given) if given else tokenizer_for(checkpoint_tokenizer(path))
         model, meta = load_model(path, tokenizer=tok, device=device)
     except (CheckpointError, TokenizerError) as e:
         raise UserError(str(e)) from None
     trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
+    own = f", tokenizer {tok.path}" if "dir" in tok.identity() else ""
     print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
-          f"device {device}", file=sys.stderr)
+          f"device {device}{own}", file=sys.stderr)
     if stage.chat and meta.get("stage") == "pretrain":
         print(f"warning: {path} is a pretrained model that has never seen a chat; expect it to continue the "
               f"text rather than answer (fine-tune it with sft.py, or use --model_mode 0)", file=sys.stderr)

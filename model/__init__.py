@@ -3,14 +3,14 @@
 Not here: generation, KV cache and chat (inference/), exporters (exporters/), training (trainer/).
 `python -m model` prints a preset's size and what its untrained weights say.
 """
-from .checkpoint import (ADAPTER_FORMAT, CheckpointError, atomic_torch_save, file_sha256, load_model, read_checkpoint,
-                         save_adapter, save_model, unwrap)
+from .checkpoint import (ADAPTER_FORMAT, CheckpointError, atomic_torch_save, checkpoint_tokenizer, file_sha256,
+                         load_model, read_checkpoint, save_adapter, save_model, unwrap)
 from .config import DEFAULT_PRESET, PRESETS, ModelConfig, get_preset
 from .loss import IGNORE_INDEX, linear_cross_entropy, token_loss
 from .model import ModelOutput, SpongeBob
 
 __all__ = [
-    "ADAPTER_FORMAT", "CheckpointError", "atomic_torch_save", "file_sha256", "load_model", "read_checkpoint",
+    "ADAPTER_FORMAT", "CheckpointError", "atomic_torch_save", "checkpoint_tokenizer", "file_sha256", "load_model", "read_checkpoint",
     "save_adapter", "save_model", "unwrap",
     "DEFAULT_PRESET", "PRESETS", "ModelConfig", "get_preset",
     "IGNORE_INDEX", "ModelOutput", "SpongeBob", "linear_cross_entropy", "token_loss",

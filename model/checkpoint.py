@@ -86,6 +86,16 @@ def save_model(path: str | Path, model: nn.Module, tokenizer_identity: dict, met
     }, path)
 
 
+def checkpoint_tokenizer(path: str | Path) -> dict:
+    """The identity of the tokenizer a checkpoint (or a LoRA adapter's) was trained with, read
+    without loading the weights into memory (mmap); {} when the file cannot say."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # the full load that follows reports what is wrong with the file
+        return {}
+    return ckpt.get("tokenizer", {}) if isinstance(ckpt, dict) else {}
+
+
 def read_checkpoint(path: str | Path) -> dict:
     """Load and validate a checkpoint dict without unpickling arbitrary objects."""
     path = Path(path)

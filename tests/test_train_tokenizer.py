@@ -5,12 +5,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 # The texts and helpers that define "behaves like the shipped tokenizer" (tests/ is on sys.path).
 from test_tokenizer import ROUND_TRIP, SKIP_TEXT, _without_control_tokens
 
 from tokenizer import CHAT_TEMPLATE, DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS, load_tokenizer
 
-REPO_ROOT = DEFAULT_TOKENIZER_DIR.parent
+REPO_ROOT = REPO = DEFAULT_TOKENIZER_DIR.parent
 
 
 # ---------------------------------------------------------------- sampling
@@ -152,3 +153,39 @@ def test_skip_bad_continues_and_reports(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and load_tokenizer(out).vocab_size > 263
     assert "bad.jsonl" in printed  # the skip summary names where records were dropped
+
+
+def test_an_own_tokenizer_goes_through_every_stage_and_tool_untold(tmp_path, capsys):
+    """train_tokenizer.py -> pretrain.py --tokenizer_dir -> sft.py (untold) -> eval_model.py and
+    export.py (untold): the checkpoint records the tokenizer, so only the first stage names it."""
+    import os
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    _write_corpus(tmp_path / "corpus")
+    code, tok_dir = _train(tmp_path, "mytok")
+    assert code == 0
+
+    def run(*argv):
+        done = subprocess.run([sys.executable, *argv], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-1500:]
+        return done.stdout + done.stderr
+    tiny = ["--preset", "spongebob-tiny", "--batch_size", "4", "--max_steps", "2", "--warmup_steps", "1",
+            "--eval_interval", "0", "--device", "cpu", "--max_seq_len", "64"]
+    out = run(str(REPO / "pretrain.py"), "--data_path", "corpus/a.jsonl", "--tokenizer_dir", str(tok_dir), *tiny)
+    assert "6,400" not in out
+    pretrained = torch.load(tmp_path / "out" / "pretrain.pth", weights_only=True)
+    assert pretrained["config"]["vocab_size"] == 512 and pretrained["tokenizer"]["dir"] == str(tok_dir.resolve())
+    run(str(REPO / "sft.py"), "--data_path", "corpus/b.json", *tiny[2:-1], "256", "--truncation", "truncate")
+    # sft.py was not told: it took the tokenizer its --init (out/pretrain.pth) records.
+    assert torch.load(tmp_path / "out" / "sft.pth", weights_only=True)["tokenizer"]["dir"] == str(tok_dir.resolve())
+    said = run(str(REPO / "eval_model.py"), "--model_mode", "sft", "--prompt", "hello", "--max_new_tokens", "4",
+               "--device", "cpu")
+    assert f"tokenizer {tok_dir.resolve()}" in said
+    run(str(REPO / "export.py"), "--model_mode", "sft", "--format", "hf")
+    exported = json.loads((tmp_path / "out" / "export" / "sft-hf" / "config.json").read_text())
+    assert exported["vocab_size"] == 512
+    # The shipped tokenizer, named by hand, is refused with both identities rather than garbling text.
+    done = subprocess.run([sys.executable, str(REPO / "eval_model.py"), "--model_mode", "sft", "--prompt", "x",
+                           "--tokenizer_dir", str(REPO / "tokenizer")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "vocab_size is 512 but the tokenizer has 6400" in done.stderr

@@ -6,7 +6,7 @@
 """
 
 from .chat_template import CHAT_ROLES, CHAT_TEMPLATE, render_chat
-from .loader import DEFAULT_TOKENIZER_DIR, SpongeTokenizer, TokenizerError, load_tokenizer
+from .loader import DEFAULT_TOKENIZER_DIR, SpongeTokenizer, TokenizerError, load_tokenizer, tokenizer_for
 from .specials import CONTROL_TOKENS, REASONING_TAGS, SPECIAL_TOKENS
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "SpongeTokenizer",
     "TokenizerError",
     "load_tokenizer",
+    "tokenizer_for",
     "render_chat",
 ]

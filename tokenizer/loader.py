@@ -86,7 +86,10 @@ class SpongeTokenizer:
 
     def identity(self) -> dict:
         """What a checkpoint records so that a model is never paired with the wrong tokenizer."""
-        return {"vocab_size": self.vocab_size, "sha256": self._sha256, "special_tokens": dict(self.special_tokens)}
+        identity = {"vocab_size": self.vocab_size, "sha256": self._sha256, "special_tokens": dict(self.special_tokens)}
+        if self.path.resolve() != DEFAULT_TOKENIZER_DIR:  # an own tokenizer: where later stages find it
+            identity["dir"] = str(self.path.resolve())
+        return identity
 
     def save(self, out_dir: str | Path) -> Path:
         """Write this tokenizer as a Hugging Face directory (tokenizer.json kept byte for byte)."""
@@ -100,6 +103,19 @@ def _check_special_tokens(tokenizer: Tokenizer, json_path: Path) -> None:
             raise TokenizerError(
                 f"{json_path}: {token} is not a single token; train the tokenizer with train_tokenizer.py"
             )
+
+
+def tokenizer_for(identity: dict | None) -> SpongeTokenizer:
+    """The tokenizer a checkpoint was trained with: the directory its identity records (an own
+    tokenizer from train_tokenizer.py), else the shipped one. A recorded directory that is gone
+    is one line saying where it was."""
+    recorded = (identity or {}).get("dir")
+    if not recorded:
+        return load_tokenizer()
+    if not Path(recorded).is_dir():
+        raise TokenizerError(f"the model was trained with the tokenizer in {recorded}, which is gone; "
+                             "put it back there or pass its new place with --tokenizer_dir")
+    return load_tokenizer(recorded)
 
 
 def load_tokenizer(path: str | Path | None = None) -> SpongeTokenizer:

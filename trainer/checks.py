@@ -40,10 +40,9 @@ def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
         base = get_preset(cfg.preset)
     except ValueError as e:
         raise ConfigError(f"--preset: {e}") from None
-    if base.vocab_size != vocab_size:
-        raise ConfigError(f"--preset {cfg.preset} has vocab_size {base.vocab_size} but the tokenizer has "
-                          f"{vocab_size} tokens")
-    changes = {"dim": cfg.hidden_size, "n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
+    # The embedding and the head have one row per token of the tokenizer in use (an own
+    # tokenizer from train_tokenizer.py may have another size than the preset's 6400).
+    changes = {"vocab_size": vocab_size,"dim": cfg.hidden_size, "n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
                "n_kv_heads": cfg.num_key_value_heads, "max_position_embeddings": cfg.max_position_embeddings}
     changes = {k: v for k, v in changes.items() if v}
     if cfg.intermediate_size:

@@ -91,6 +91,9 @@ class TrainConfig:
                              check=one_of(*TRUNCATION_POLICIES))
     val_fraction: float = option(0.01, "fraction of documents held out for validation loss", check=within(0, 1))
     max_seq_len: int = option(512, "tokens per training row", check=at_least(1))
+    tokenizer_dir: str = option("", "a tokenizer directory (train_tokenizer.py's output); empty = the one --init "
+                                    "was trained with, else the shipped one. Checkpoints record it, so eval_model, "
+                                    "export, serve and the next stages find it untold")
     # model
     preset: str = option("spongebob-29m", "model preset for a model trained from scratch")
     init: str = option("", "checkpoint to start from, its config included; empty = a new model from --preset "

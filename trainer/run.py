@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from model import SpongeBob, file_sha256, load_model
+from model import SpongeBob, checkpoint_tokenizer, file_sha256, load_model
 from model.lora import adapter_parameters, apply_lora, parse_targets
-from tokenizer import SpongeTokenizer, load_tokenizer
+from tokenizer import SpongeTokenizer, load_tokenizer, tokenizer_for
 from .checkpoints import RunPaths, list_states, move_aside
 from common.cli import shown_path
 from common.device import enable_tf32, pick_compile, pick_device, pick_dtype
@@ -60,6 +60,14 @@ def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: 
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def stage_tokenizer(cfg: TrainConfig) -> SpongeTokenizer:
+    """--tokenizer_dir, else the tokenizer --init was trained with (a checkpoint records an own
+    tokenizer's directory), else the shipped one."""
+    if cfg.tokenizer_dir:
+        return load_tokenizer(cfg.tokenizer_dir)
+    return tokenizer_for(checkpoint_tokenizer(cfg.init)) if cfg.init and Path(cfg.init).is_file() else load_tokenizer()
 
 
 def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
@@ -184,7 +192,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     dtype = pick_dtype(cfg.dtype, device)
     cfg.compile = pick_compile(cfg.compile, device)
     enable_tf32(device)
-    tok = load_tokenizer()
+    tok = stage_tokenizer(cfg)
     paths = RunPaths(Path(cfg.out_dir), stage)
     check_out_dir(cfg.out_dir)
     if cfg.resume and not list_states(paths):
