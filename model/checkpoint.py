@@ -18,8 +18,10 @@ every reader of checkpoints (eval, serve, export, the next stage) takes either.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -69,9 +71,25 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and disk_is_full(e, path.parent):
+            # torch's writer says "unexpected pos 704 vs 598" when the disk fills up: say what happened.
+            raise OSError(errno.ENOSPC, f"cannot write {path}: no space left on its disk "
+                                        f"({shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free); free some "
+                                        "space or choose another --out_dir. Nothing was half-written: the files "
+                                        "saved before are intact") from None
         raise
+
+
+def disk_is_full(error: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space (ENOSPC, or a nearly full disk)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
 
 
 def save_model(path: str | Path, model: nn.Module, tokenizer_identity: dict, meta: dict | None = None) -> None:

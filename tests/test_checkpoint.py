@@ -140,3 +140,27 @@ def test_a_single_wrong_tensor_or_a_non_tensor_is_named(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_model(path)
     assert str(e.value) == f"{path}: norm.weight in the checkpoint is not a tensor (found int)"
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+    import model.checkpoint as checkpoint
+    path = tmp_path / "pretrain.pth"
+    checkpoint.atomic_torch_save({"x": 1}, path)
+    before = path.read_bytes()
+
+    def full(obj, f):  # what torch's writer raises when the disk fills up mid-file
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    with pytest.raises(OSError, match=r"cannot write .*pretrain.pth: no space left on its disk \(1 MiB free\); "
+                                      "free some space or choose another --out_dir"):
+        checkpoint.atomic_torch_save({"x": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["pretrain.pth"]
+    # The same error with room on the disk is not a full disk: it is raised as it is.
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10 * 2**30, 0, 10 * 2**30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.atomic_torch_save({"x": 2}, path)
