@@ -137,6 +137,8 @@ def test_shape_flags_are_refused_when_init_gives_the_shape():
         parse_config(["--hidden_size", "768"], "t", sft.REFERENCE, init_from="pretrain")
     assert parse_config(["--out_dir", "runs/b"], "t", sft.REFERENCE, init_from="pretrain").init == "runs/b/pretrain.pth"
     assert parse_config(["--init", "x.pth"], "t", sft.REFERENCE, init_from="pretrain").init == "x.pth"
+    with pytest.raises(ConfigError, match="--preset: the model's shape comes from --init runs/b/pretrain.pth"):
+        parse_config(["--out_dir", "runs/b", "--preset", "spongebob-demo"], "t", sft.REFERENCE, init_from="pretrain")
 
 
 def test_shape_flags_build_the_model_they_name():

@@ -316,7 +316,7 @@ def parse_config(argv: list[str] | None, description: str, stage_defaults: dict[
     if init_from and values.get("init", "").startswith("<out_dir>/"):
         values["init"] = str(Path(values.get("out_dir", field_default("out_dir"))) / f"{init_from}.pth")
     if values.get("init"):
-        shaped = [k for k in SHAPE_OPTIONS if k in chosen]
+        shaped = [k for k in ("preset",) + SHAPE_OPTIONS if k in chosen]
         if shaped:
             raise ConfigError(f"--{shaped[0]}: the model's shape comes from --init {values['init']}; drop "
                               f"--{shaped[0]}, or train a new model of that shape with pretrain.py")
