@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval_file", default=None,
                    help="batch evaluation: a chat file (any format sft.py reads); each conversation's last "
                         "assistant turn is the reference. Reports BLEU-4, ROUGE, loss/perplexity and speed")
+    p.add_argument("--samples", type=int, default=0,
+                   help="with --eval_file of reasoning problems: also sample this many answers per problem and "
+                        "report pass@1..N with 95%% intervals, and how many problems RL could learn from")
+    p.add_argument("--sample_temperature", type=float, default=1.0,
+                   help="with --samples: the sampling temperature (GRPO's rollouts use 1.0)")
     p.add_argument("--out", default=None, help="with --eval_file: write predictions JSONL (prompt, label, predict) here")
     p.add_argument("--max_samples", type=int, default=None, help="with --eval_file: evaluate only the first N samples")
     p.add_argument("--data_format", default=None, choices=sorted(set(CHAT_FORMATS) | set(PREF_FORMATS)),
@@ -142,8 +147,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--history_turns {args.history_turns}: must be 0 (no history) or more")
     if args.max_samples is not None and args.max_samples < 1:
         parser.error(f"--max_samples {args.max_samples}: must be at least 1")
-    if args.eval_file is None and (args.out or args.max_samples or args.data_format or args.skip_bad):
-        parser.error("--out, --max_samples, --data_format and --skip_bad go with --eval_file")
+    if args.eval_file is None and (args.out or args.max_samples or args.data_format or args.skip_bad or args.samples):
+        parser.error("--out, --max_samples, --samples, --data_format and --skip_bad go with --eval_file")
+    if args.samples < 0 or args.sample_temperature <= 0:
+        parser.error(f"--samples {args.samples} must be 0 (off) or more and --sample_temperature "
+                     f"{args.sample_temperature:g} above 0")
     if args.eval_file is not None and args.prompt is not None:
         parser.error("--prompt and --eval_file: pick one")
     if args.max_think_tokens is not None and args.max_think_tokens < 0:

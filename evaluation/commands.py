@@ -18,7 +18,10 @@ from inference.loading import UserError, mode_stage
 from model import CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer
 
-from .batch_eval import evaluate_samples, format_report, load_samples
+from common.reasoning import answer_span, answers_match
+
+from .batch_eval import evaluate_samples, format_report, gold_answers, load_samples
+from .pass_at_k import count_correct, format_pass_table, pass_curve
 from .pref_eval import evaluate_pairs, format_pref_report
 from .reasoning_metrics import budget_label, format_table
 
@@ -38,6 +41,30 @@ def preference_evaluation(args: argparse.Namespace, model: SpongeBob, tok: Spong
         raise UserError(f"--eval_file {path}: no pair to evaluate (all longer than the model's context?)")
     print(f"reference: {ref_path}", file=sys.stderr)
     print(format_pref_report(report, args.pref_beta))
+
+
+def sampled_report(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokenizer, samples: list,
+                   greedy: dict) -> str:
+    """--samples K: pass@1..K at the rollout temperature, beside the greedy accuracy, with 95% intervals."""
+    golds = gold_answers(samples)
+    if golds is None or "reasoning" not in greedy:
+        raise UserError(f"--samples: {args.eval_file} has no <answer> in its references to score against")
+    rollout = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.sample_temperature, top_p=1.0,
+                             stop_ids=(tok.im_end_id, tok.endoftext_id))
+    counts = count_correct(model, tok, [s.prompt_ids for s in samples], golds,
+                           lambda text, gold: answers_match(answer_span(text), gold), args.samples, rollout,
+                           seed=args.seed or 0)
+    curve = pass_curve(counts, args.samples)
+    ks = sorted({1, *(k for k in (2, 4, 8, 16) if k < args.samples), args.samples})
+    spread = {c: counts.count(c) for c in range(args.samples + 1)}
+    name = Path(args.ckpt).name if args.ckpt else f"--model_mode {args.model_mode}"
+    return (f"\nsampled at temperature {args.sample_temperature:g}, {args.samples} per problem "
+            f"(95% Wilson intervals over the problems):\n"
+            + format_pass_table([(name, len(samples), greedy["reasoning"]["accuracy"] / 100, curve)], ks)
+            + f"\nproblems by number of right samples (0..{args.samples}): "
+            + ", ".join(f"{c}: {n}" for c, n in spread.items())
+            + f"\nshare with 0 < right < {args.samples} (where RL has signal): "
+            + f"{sum(n for c, n in spread.items() if 0 < c < args.samples) / len(counts):.1%}")
 
 
 def is_preference_file(path: Path) -> bool:
@@ -75,6 +102,8 @@ def batch_evaluation(args: argparse.Namespace, model: SpongeBob, tok: SpongeToke
         print(format_report(report))
         if out is not None:
             print(f"predictions: {out}", file=sys.stderr)
+        if args.samples:
+            print(sampled_report(args, model, tok, samples, report))
         return
     rows = []
     for cap in args.think_budgets:  # one pass over the samples per setting
