@@ -152,7 +152,8 @@ def render_options(value: Any) -> list[str]:
 def _question(record: Any, fm: FieldMap) -> str:
     question = as_text(get_field(record, fm.question), "\n", "the question").strip()
     if not question:
-        raise ChatFormatError(f'the question ("{fm.question}") is empty', "empty question")
+        raise ChatFormatError(f'the question ("{fm.question}") is empty (or pass --skip_bad to skip such records)',
+                              "empty question")
     if fm.options:
         question += "\n" + "\n".join(render_options(get_field(record, fm.options)))
     return question
@@ -288,7 +289,8 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Convert question/analysis/answer data into R1 JSONL.")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="data files or folders (.jsonl, .json, .csv, .parquet)")
     # The stage scripts all take --data_path, so the same flag works here too.
-    p.add_argument("--data_path", nargs="+", default=[], metavar="INPUT", help="more inputs, as the stage scripts name them")
+    p.add_argument("--data_path", nargs="+", default=[], metavar="INPUT",
+                   help="more inputs, as the stage scripts name them")
     p.add_argument("--out", type=Path, default=None,
                    help="output .jsonl (default out/r1/PRESET.jsonl; required without --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,

@@ -182,7 +182,8 @@ def test_command_line_summary_and_errors(tmp_path, capsys):
 
 def test_data_path_names_inputs_as_the_stage_scripts_do(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    src = write_jsonl(tmp_path / "ape.json", [{"id": "1", "original_text": "2加3是多少？", "ans": "5", "equation": "x=2+3"}])
+    src = write_jsonl(tmp_path / "ape.json",
+                      [{"id": "1", "original_text": "2加3是多少？", "ans": "5", "equation": "x=2+3"}])
     assert convert.main(["--preset", "ape210k", "--data_path", str(src)]) == 0
     assert read_jsonl(tmp_path / "out" / "r1" / "ape210k.jsonl") == [
         r1("2加3是多少？", "<think>\nx=2+3\n</think>\n<answer>\n5\n</answer>", "5")]
