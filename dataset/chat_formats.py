@@ -69,7 +69,8 @@ def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ChatFormatError(f"{what} must be a string, got {type(value).__name__}", "wrong type")
     if not value.strip():
-        raise ChatFormatError(f"{what} is empty", "empty content")
+        raise ChatFormatError(f"{what} is empty (fix the record, or pass --skip_bad to skip such records)",
+                              "empty content")
     return value
 
 
@@ -186,19 +187,39 @@ def to_messages(record: Any, fmt: str) -> list[dict]:
 
 
 def _is_plain_text(record: Any) -> bool:
-    """A pretraining record: one text field and nothing that could be a turn (MiniMind's {"text": ...})."""
+    """A pretraining record: a .txt document, or one text field and nothing that could be a
+    turn (MiniMind's {"text": ...})."""
+    if isinstance(record, str):
+        return True
     return isinstance(record, dict) and isinstance(record.get("text"), str) and \
         not {"conversations", "messages", "instruction", "question"} & set(record)
 
 
+def _not_chat_data(record: Any, found: str | None, where: str, path: str | Path, reasoning: bool) -> str | None:
+    """Why a file whose first record is this is not chat data of the kind wanted, naming what to
+    run instead; None when it is. These are whole-file mistakes: --skip_bad does not skip them."""
+    from .math_sets import convert_hint, raw_set  # here, not at the top: math_sets imports this module
+    if found is None and _is_plain_text(record):
+        shape = "plain text" if isinstance(record, str) else '{"text": ...} records'
+        return f"{where}: this is pretraining text ({shape}, no turns); train on it with pretrain.py --data_path {path}"
+    name = raw_set(record)
+    if name == "ape210k" or (name == "gsm8k" and reasoning):
+        what = "Ape210K math problems (an equation, no reply)" if name == "ape210k" else \
+            "GSM8K (solutions with no <think>)"
+        return f"{where}: this is raw {what}, not reasoning data: convert it first: {convert_hint(name, path)}"
+    return None
+
+
 def iter_conversations(path: str | Path, data_format: str | None = None,
-                       skip: SkipStats | None = None) -> Iterator[tuple[str, list[dict]]]:
+                       skip: SkipStats | None = None, reasoning: bool = False) -> Iterator[tuple[str, list[dict]]]:
     """(where, messages) for every record of one file.
 
     Without data_format, the first record decides the file's format and every
     later record must match it: a file that mixes formats is almost always a
     concatenation mistake. With data_format, records are read as that format.
-    Bad records raise DataError('path:line: ...') unless skip counts them.
+    Bad records raise DataError('path:line: ...') unless skip counts them. A file of
+    another kind (pretraining text; raw GSM8K when reasoning data is wanted; raw Ape210K)
+    is refused at its first record, in one line naming the command for it.
     """
     if data_format is not None and data_format not in CHAT_FORMATS:
         raise DataError(f"--data_format {data_format}: choose from {', '.join(CHAT_FORMATS)}")
@@ -208,9 +229,8 @@ def iter_conversations(path: str | Path, data_format: str | None = None,
         try:
             found = detect_format(record)
             if fmt is None:
-                if found is None and _is_plain_text(record):
-                    raise DataError(f"{where}: this is pretraining text ({{\"text\": ...}} records, no turns); "
-                                    f"train on it with pretrain.py --data_path {path}")
+                if (why := _not_chat_data(record, found, where, path, reasoning)) is not None:
+                    raise DataError(why)
                 if found is None:
                     keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
                     raise ChatFormatError(f"no known chat format ({', '.join(CHAT_FORMATS)}) fits this "

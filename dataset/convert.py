@@ -2,6 +2,7 @@
 
     python -m dataset.convert INPUT... --out out/r1/NAME.jsonl --question FIELD --think FIELD --answer FIELD
     python -m dataset.convert ../shared/data/gsm8k/train.jsonl --preset gsm8k
+    python -m dataset.convert --preset ape210k --data_path ../shared/data/ape210k/valid.ape.json
 
 Every input record becomes one line of MiniMind's R1 shape,
 
@@ -22,6 +23,10 @@ nested objects and lists ("solution.steps", "choices.0"):
   neither      the answer field is a whole reply with its own <think> (QA dumps)
   --think_extract RE   keep only group 1 of each match in the reasoning (joined by newlines)
   --think_remove RE    delete every match from the reasoning
+  --math_answer        the final answer is one math value, written as one number so the matcher
+               compares numbers: thousands commas dropped, Ape210K's "(1/10)" -> "1/10", its
+               mixed numbers and unworked sums worked out ("4(5/11)" -> "49/11", "100-15" -> "85");
+               see dataset/math_sets.py
   --records FIELD      each input record holds a list of records there (GAOKAO-Bench's "example")
   --gold FIELD         keep only records whose answer matches this field, by the project's one
                matcher, answers_match of evaluation/reasoning_metrics.py (the rules are in its
@@ -31,7 +36,10 @@ nested objects and lists ("solution.steps", "choices.0"):
 
 Presets fill the field map for the real sets in ../shared/data (flags still win):
   tal-scq5k  problem + answer_option_list, answer_analysis -> think, answer_value -> answer
-  gsm8k      question, answer cut at "####"; the <<48/2=24>> calculator notes are removed
+  gsm8k      question, answer cut at "####"; the <<48/2=24>> calculator notes are removed;
+             the answer is the number after #### without thousands commas (--math_answer)
+  ape210k    original_text -> question, equation -> think ("x=6000/(1+(3/5))": the only
+             working the set has), ans -> answer, as one number (--math_answer)
   gaokao     GAOKAO-Bench GPT-4 objective outputs: the 【解析】 parts of model_output -> think,
              model_answer -> answer, kept only where it matches standard_answer
 
@@ -57,6 +65,7 @@ from tqdm import tqdm
 
 from common.reasoning import answers_match
 from .chat_formats import ChatFormatError
+from .math_sets import gold_value
 from .readers import DataError, SkipStats, expand_paths, iter_records
 from .reasoning import normalise_reply, split_reply
 
@@ -77,12 +86,15 @@ class FieldMap:
     think_remove: str | None = None
     records: str | None = None
     gold: str | None = None
+    math_answer: bool | None = None
 
 
 PRESETS: dict[str, FieldMap] = {
     "tal-scq5k": FieldMap(question="problem", options="answer_option_list", think="answer_analysis",
                           answer="answer_value"),
-    "gsm8k": FieldMap(question="question", answer="answer", answer_split="####", think_remove=r"<<[^<>]*>>"),
+    "gsm8k": FieldMap(question="question", answer="answer", answer_split="####", think_remove=r"<<[^<>]*>>",
+                      math_answer=True),
+    "ape210k": FieldMap(question="original_text", think="equation", answer="ans", math_answer=True),
     # GPT-4 wrote "【解析】 steps <eoe> 【答案】 B <eoa>"; some records end the steps at 【答案】 instead.
     "gaokao": FieldMap(records="example", question="question", think="model_output", answer="model_answer",
                        think_extract=r"【解析】(.*?)(?:<eoe>|【答案】|\Z)", gold="standard_answer"),
@@ -140,7 +152,8 @@ def render_options(value: Any) -> list[str]:
 def _question(record: Any, fm: FieldMap) -> str:
     question = as_text(get_field(record, fm.question), "\n", "the question").strip()
     if not question:
-        raise ChatFormatError(f'the question ("{fm.question}") is empty', "empty question")
+        raise ChatFormatError(f'the question ("{fm.question}") is empty (or pass --skip_bad to skip such records)',
+                              "empty question")
     if fm.options:
         question += "\n" + "\n".join(render_options(get_field(record, fm.options)))
     return question
@@ -182,6 +195,8 @@ def convert_record(record: Any, fm: FieldMap) -> dict | None:
     if whole_reply:
         reply = normalise_reply(answer)
         answer = split_reply(reply)[1]
+    elif fm.math_answer:  # before the gold check and the reply, so both see one number
+        answer = gold_value(answer)
     if gold is not None and not answers_match(answer, gold):
         return None
     if not whole_reply:
@@ -272,7 +287,10 @@ def convert_files(paths: Sequence[str | Path], out: Path, fm: FieldMap, skip_bad
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dataset.convert",
                                 description="Convert question/analysis/answer data into R1 JSONL.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="data files or folders (.jsonl, .json, .csv, .parquet)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="data files or folders (.jsonl, .json, .csv, .parquet)")
+    # The stage scripts all take --data_path, so the same flag works here too.
+    p.add_argument("--data_path", nargs="+", default=[], metavar="INPUT",
+                   help="more inputs, as the stage scripts name them")
     p.add_argument("--out", type=Path, default=None,
                    help="output .jsonl (default out/r1/PRESET.jsonl; required without --preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
@@ -291,6 +309,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in helps.items():
         metavar = "SEP" if name == "answer_split" else "REGEX" if name.startswith("think_") else "FIELD"
         p.add_argument(f"--{name}", default=None, metavar=metavar, help=text)
+    # store_const, not store_true: None means "not given", so a preset's True is not overridden.
+    p.add_argument("--math_answer", action="store_const", const=True, default=None,
+                   help="write the final answer as one number (commas dropped, Ape210K's 4(5/11) and sums worked out)")
     p.add_argument("--skip_bad", action="store_true", help="count and skip bad records instead of stopping")
     return p
 
@@ -313,12 +334,15 @@ def field_map(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Fiel
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    inputs = args.inputs + args.data_path
+    if not inputs:
+        parser.error("give the data files to convert (INPUT... or --data_path INPUT...)")
     if args.out is None and args.preset is None:
         parser.error("--out is required without --preset")
     out = args.out or Path("out/r1") / f"{args.preset}.jsonl"
     fm = field_map(args, parser)
     try:
-        stats, skip = convert_files(args.inputs, out, fm, skip_bad=args.skip_bad)
+        stats, skip = convert_files(inputs, out, fm, skip_bad=args.skip_bad)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

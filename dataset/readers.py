@@ -266,8 +266,9 @@ def _no_text_reason(record: object, text_field: str | None) -> tuple[str, str]:
     else:
         found = f"record is {json.dumps(record, ensure_ascii=False, default=str)[:40]}"
     if text_field is not None:
-        return f'field "{text_field}" missing or empty', found
-    return "no usable text field", f"{found}; looked for {LOOKED_FOR}; use --text_field NAME"
+        return f'field "{text_field}" missing or empty', f"{found}; or pass --skip_bad to skip such records"
+    return "no usable text field", (f"{found}; looked for {LOOKED_FOR}; use --text_field NAME, "
+                                    "or pass --skip_bad to skip such records")
 
 
 def iter_texts(paths: Sequence[str | Path], text_field: str | None = None,

@@ -90,7 +90,8 @@ def split_reply(text: str) -> tuple[str, str]:
     if not thinking:
         raise ChatFormatError("the thinking is empty: distillation data must show its thinking", "no thinking")
     if not answer:
-        raise ChatFormatError("empty answer after the thinking", "empty answer")
+        raise ChatFormatError("empty answer after the thinking (fix the record, or pass --skip_bad to skip "
+                              "such records)", "empty answer")
     return thinking, answer
 
 

@@ -77,7 +77,7 @@ def _units(files: list[Path], options: dict, skip: SkipStats | None) -> Iterator
             for where, (prompt, chosen, rejected) in iter_pairs(path, options["data_format"], skip):
                 yield where, [prompt + [{"role": "assistant", "content": reply}] for reply in (chosen, rejected)]
             continue
-        for where, messages in iter_conversations(path, options["data_format"], skip):
+        for where, messages in iter_conversations(path, options["data_format"], skip, options["reasoning"]):
             if options["reasoning"] and (messages := _reasoning_messages(messages, where, skip)) is None:
                 continue
             yield where, [messages]

@@ -53,6 +53,20 @@ def split_utf8_tail(raw: bytes) -> tuple[bytes, bytes]:
     return raw, b""
 
 
+def gbk_hint(raw: bytes, path: Path) -> str:
+    """'; it reads as GBK: iconv ...' when bytes that are not UTF-8 read as Chinese in GBK (GB18030),
+    the encoding Chinese Windows tools save in; else ''. Two Chinese characters at least, so a
+    UTF-8 character cut short (whose bytes may pair up as one GBK character) is not taken for GBK."""
+    try:
+        text = raw.decode("gb18030")
+    except UnicodeDecodeError:
+        return ""
+    if sum("\u4e00" <= ch <= "\u9fff" for ch in text) < 2:
+        return ""
+    out = Path(path).with_name(f"{Path(path).stem}.utf8{Path(path).suffix}")
+    return f"; it reads as GBK, so re-encode the file: iconv -f GBK -t UTF-8 {path} > {out}"
+
+
 def decode_utf8(raw: bytes, path: Path, line: int, col: int, skip: SkipStats | None) -> str | None:
     """Strict UTF-8 decode of bytes that start at `line`, after `col` characters of it.
     A bad byte is reported with its line and (character) column; None if skipped."""
@@ -63,7 +77,8 @@ def decode_utf8(raw: bytes, path: Path, line: int, col: int, skip: SkipStats | N
         nl = before.rfind(b"\n")
         line += before.count(b"\n")
         col = (0 if nl >= 0 else col) + len(before[nl + 1:].decode("utf-8")) + 1
-        bad_record(skip, path, line, "not valid UTF-8", f"byte 0x{raw[e.start]:02x} at column {col}")
+        bad_record(skip, path, line, "not valid UTF-8",
+                   f"byte 0x{raw[e.start]:02x} at column {col}{gbk_hint(raw[nl + 1:], path)}")
         return None
 
 

@@ -1,7 +1,7 @@
 """Write a trained model as a Hugging Face `LlamaForCausalLM` directory.
 
     config.json              hf_config_dict (rope_theta for transformers 4.x and 5.x)
-    generation_config.json   bos/eos/pad and eval_model.py's sampling defaults
+    generation_config.json   bos/eos/pad and greedy decoding (do_sample false, no penalty)
     model.safetensors        the weights under HF's names (model/hf.py's names), float32
     tokenizer.json, tokenizer_config.json (ChatML template), special_tokens_map.json
 
@@ -25,9 +25,13 @@ from model.hf import hf_config_dict, to_hf_state_dict
 WEIGHTS_FILE = "model.safetensors"
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
-# The same defaults as eval_model.py, so `model.generate(...)` samples the way
-# our own chat does; pass do_sample=False for greedy.
-_SAMPLING_DEFAULTS = {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
+# Greedy by default, and nothing else: transformers applies a repetition_penalty
+# in the file even under generate(do_sample=False), which then is no longer argmax
+# and differs from our greedy (and llama.cpp's) token for token. Sampling as
+# eval_model.py does is one call away: do_sample=True, temperature=0.7, top_p=0.9,
+# repetition_penalty=1.1. No temperature or top_p here either: with do_sample false,
+# transformers warns that they are set and unused.
+_DECODING_DEFAULTS = {"do_sample": False}
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -63,7 +67,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path) -> Non
 def generation_config(tok: SpongeTokenizer) -> dict:
     """generation_config.json: a reply ends at <|im_end|>, a plain continuation at <|endoftext|>."""
     return {"bos_token_id": tok.bos_id, "eos_token_id": [tok.eos_id, tok.endoftext_id],
-            "pad_token_id": tok.pad_id, **_SAMPLING_DEFAULTS}
+            "pad_token_id": tok.pad_id, **_DECODING_DEFAULTS}
 
 
 def _dump(obj: dict, path: Path) -> None:

@@ -156,6 +156,43 @@ def test_no_known_format_is_a_clear_error_and_override_reads_as_told(tmp_path):
     assert [m for _, m in iter_conversations(sharegpt, data_format="sharegpt")][0][1]["content"] == "a"
 
 
+def test_an_empty_turn_names_skip_bad(tmp_path):
+    bad = {"conversations": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}
+    with pytest.raises(DataError) as err:
+        list(iter_conversations(write_jsonl(tmp_path / "e.jsonl", [GOOD, bad])))
+    assert str(err.value).endswith(":2: turn 2 content is empty (fix the record, or pass --skip_bad to skip such records)")
+
+
+def test_pretraining_text_names_pretrain_py(tmp_path):
+    txt = tmp_path / "book.txt"
+    txt.write_text("第一章\n从前有座山。\n\n第二章\n", encoding="utf-8")
+    with pytest.raises(DataError) as err:
+        list(iter_conversations(txt))
+    assert str(err.value) == (f"{txt}:1: this is pretraining text (plain text, no turns); "
+                              f"train on it with pretrain.py --data_path {txt}")
+    jsonl = write_jsonl(tmp_path / "t.jsonl", [{"text": "从前有座山。"}])
+    with pytest.raises(DataError, match=r'this is pretraining text \(\{"text": ...\} records, no turns\)'):
+        list(iter_conversations(jsonl, skip=SkipStats()))  # a whole-file mistake: not skipped
+
+
+GSM8K = {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}
+APE210K = {"id": "1", "segmented_text": "3 加 4", "original_text": "3加4", "ans": "7", "equation": "x=3+4"}
+
+
+def test_raw_math_sets_name_the_convert_command(tmp_path):
+    gsm = write_jsonl(tmp_path / "gsm.jsonl", [GSM8K])
+    with pytest.raises(DataError) as err:
+        list(iter_conversations(gsm, reasoning=True))  # distillation: there is no thinking to learn
+    assert str(err.value) == (f"{gsm}:1: this is raw GSM8K (solutions with no <think>), not reasoning data: "
+                              f"convert it first: python -m dataset.convert --preset gsm8k --data_path {gsm}")
+    assert len(list(iter_conversations(gsm))) == 1  # SFT on the worked solutions is the user's choice
+    ape = write_jsonl(tmp_path / "ape.json", [APE210K])
+    for reasoning in (False, True):
+        with pytest.raises(DataError) as err:
+            list(iter_conversations(ape, reasoning=reasoning))
+        assert str(err.value).endswith(f"convert it first: python -m dataset.convert --preset ape210k --data_path {ape}")
+
+
 def test_skip_bad_counts_each_reason_and_keeps_the_good(tmp_path):
     records = [GOOD, "not json", {"conversations": [{"role": "user", "content": "x"}]}, GOOD,
                {"conversations": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}]

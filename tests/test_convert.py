@@ -44,6 +44,36 @@ def test_gsm8k_style_steps_before_the_marker_and_calculator_notes_removed():
         "<think>\nHe buys 4, so 3 + 4 = 7.\nHe has 7 apples.\n</think>\n<answer>\n7\n</answer>", "7")
 
 
+def test_gsm8k_final_answer_without_thousands_commas():
+    record = {"question": "A farm sells 1,080 eggs a day. How many in 2 days?",
+              "answer": "1,080 * 2 = <<1080*2=2160>>2,160 eggs.\n#### 2,160"}
+    assert convert_record(record, PRESETS["gsm8k"]) == r1(
+        "A farm sells 1,080 eggs a day. How many in 2 days?",
+        "<think>\n1,080 * 2 = 2,160 eggs.\n</think>\n<answer>\n2160\n</answer>", "2160")
+
+
+@pytest.mark.parametrize("ans,gold", [
+    ("3750", "3750"), ("56.52", "56.52"), ("(1/10)", "1/10"), ("150%", "150%"),
+    ("4(5/11)", "49/11"),            # a mixed number: 4 + 5/11
+    ("100-15", "85"),                # a sum the set left unworked
+    ("1800/(1+20%)", "1500"),
+])
+def test_ape210k_style_equation_as_thinking_and_ans_as_one_number(ans, gold):
+    record = {"id": "1", "segmented_text": "一 共 ？", "original_text": "王艳家一共花了多少元？", "ans": ans,
+              "equation": "x=6000/(1+(3/5))"}
+    assert convert_record(record, PRESETS["ape210k"]) == r1(
+        "王艳家一共花了多少元？", f"<think>\nx=6000/(1+(3/5))\n</think>\n<answer>\n{gold}\n</answer>", gold)
+
+
+def test_ape210k_answer_that_is_no_number_is_a_one_line_error(tmp_path):
+    src = write_jsonl(tmp_path / "ape.json", [
+        {"id": "1", "original_text": "1+1=?", "ans": "2", "equation": "x=1+1"},
+        {"id": "2", "original_text": "x=?", "ans": "x=3", "equation": "x=3"}])
+    with pytest.raises(DataError) as info:
+        convert_files([src], tmp_path / "out.jsonl", PRESETS["ape210k"], show_progress=False)
+    assert str(info.value) == f"{src}:2: the answer 'x=3' is neither a number nor arithmetic that gives one"
+
+
 GAOKAO = {"keyword": "2010-2022_Math_I_MCQs", "model_name": "gpt-4", "prompt": "请你做一道数学选择题", "example": [
     {"index": 0, "question": "1. 3+4=（ ）\nA. 6\nB. 7\n", "standard_answer": ["B"], "model_answer": ["B"],
      "model_output": "【解析】 3 加 4 等于 7，选 B。 <eoe>\n【答案】 B <eoa>", "analysis": "略"},
@@ -150,8 +180,18 @@ def test_command_line_summary_and_errors(tmp_path, capsys):
     assert capsys.readouterr().err.splitlines()[-1] == f'error: {src}:1: no field "nope"'
 
 
+def test_data_path_names_inputs_as_the_stage_scripts_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    src = write_jsonl(tmp_path / "ape.json",
+                      [{"id": "1", "original_text": "2加3是多少？", "ans": "5", "equation": "x=2+3"}])
+    assert convert.main(["--preset", "ape210k", "--data_path", str(src)]) == 0
+    assert read_jsonl(tmp_path / "out" / "r1" / "ape210k.jsonl") == [
+        r1("2加3是多少？", "<think>\nx=2+3\n</think>\n<answer>\n5\n</answer>", "5")]
+
+
 @pytest.mark.parametrize("args,message", [
     (["in.jsonl"], "--out is required without --preset"),
+    (["--preset", "gsm8k"], "give the data files to convert"),
     (["in.jsonl", "--preset", "gsm8k", "--think", "why"], "give one"),
     (["in.jsonl", "--out", "o.jsonl", "--think_remove", "(["], "--think_remove: not a valid regular expression"),
 ])
@@ -171,6 +211,9 @@ def test_presets_on_the_real_sets(shared_data, tmp_path):
     gsm = shared_data / "gsm8k" / "train.jsonl"
     stats, _ = convert_files([gsm], tmp_path / "gsm.jsonl", PRESETS["gsm8k"], show_progress=False)
     assert stats.written == 7473
+    ape = shared_data / "ape210k" / "valid.ape.json"
+    stats, _ = convert_files([ape], tmp_path / "ape.jsonl", PRESETS["ape210k"], show_progress=False)
+    assert stats.written == stats.read == 5000  # every ans is one number, or arithmetic that gives one
     folder = shared_data / "gaokao-bench" / "gpt_4_0314_obj"
     # The oracle: GAOKAO-Bench's own extracted answers, compared as lists.
     examples = [e for f in sorted(folder.glob("*.json")) for e in json.loads(f.read_text())["example"]]

@@ -134,6 +134,27 @@ def test_hf_export_generates_like_ours(hf_exports, tok, tied):
         assert hf_greedy(exp["hf"], ids, 10) == mine
 
 
+def test_the_exported_defaults_decode_as_our_greedy(tmp_path, tok):
+    """generate() with the shipped generation_config.json, and with do_sample=False, is our argmax
+    greedy for 20 tokens; the control shows that the old file's repetition penalty would not be."""
+    torch.manual_seed(5)  # a seed whose 20 greedy tokens a 1.1 penalty changes, so the control bites
+    ours = SpongeBob(TINY).eval()
+    ckpt = tmp_path / "tiny.pth"
+    save_model(ckpt, ours, tok.identity(), meta={"stage": "sft"})
+    out_dir = tmp_path / "tiny-hf"
+    assert export.main(["--ckpt", str(ckpt), "--format", "hf", "--export_dir", str(out_dir)]) == 0
+    hf = load_hf(out_dir)[0]
+    ids = tok.apply_chat_template([{"role": "user", "content": "海绵宝宝住在哪里？"}], add_generation_prompt=True,
+                                  tokenize=True)
+    mine = list(generate(ours, ids, SamplingConfig(max_new_tokens=20, temperature=0.0, stop_ids=(0, 2))))
+    prompt = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    for kwargs in ({}, {"do_sample": False}):
+        out = hf.generate(**prompt, max_new_tokens=20, **kwargs)[0, len(ids):].tolist()
+        assert (out[:-1] if out and out[-1] in (0, 2) else out) == mine
+    penalised = hf.generate(**prompt, max_new_tokens=20, do_sample=False, repetition_penalty=1.1)[0, len(ids):]
+    assert penalised.tolist()[:len(mine)] != mine  # the old file's 1.1 would have changed the greedy answer
+
+
 def test_hf_config_and_generation_config(hf_exports):
     exp = hf_exports[False]
     cfg = exp["hf"].config
@@ -145,6 +166,7 @@ def test_hf_config_and_generation_config(hf_exports):
     # bos <|im_start|> 1; a reply ends at <|im_end|> 2, a continuation at <|endoftext|> 0; pad 0.
     assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"]) == (1, [2, 0], 0)
     assert list(exp["hf"].generation_config.eos_token_id) == [2, 0]
+    assert gen["do_sample"] is False and not {"repetition_penalty", "temperature", "top_p"} & set(gen)
 
 
 def test_capture_sees_a_missing_head(tmp_path):

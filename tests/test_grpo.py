@@ -106,6 +106,52 @@ def test_problems_need_a_gold_answer(tmp_path):
     assert [p.gold for p in iter_problems(path)] == ["2", "17"]
 
 
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_raw_gsm8k_and_ape210k_are_read_with_their_final_answers_as_gold(tmp_path):
+    gsm = write_rows(tmp_path / "gsm.jsonl", [
+        {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+        {"question": "How many eggs in 2 days at 1,080 a day?", "answer": "1,080 * 2 = 2,160\n#### 2,160"}])
+    problems = list(iter_problems(gsm))
+    assert [p.gold for p in problems] == ["7", "2160"]  # not the worked solution
+    assert problems[0].prompt == [{"role": "user", "content": "Tom has 3 apples and buys 4 more. How many?"}]
+    ape = write_rows(tmp_path / "ape.json", [
+        {"id": "1", "segmented_text": "…", "original_text": "王阿姨每分钟打60字，15分钟打多少字？", "ans": "900",
+         "equation": "x=60*15"},
+        {"id": "2", "segmented_text": "…", "original_text": "分数？", "ans": "4(5/11)", "equation": "x=4+5/11"},
+        {"id": "3", "segmented_text": "…", "original_text": "百分数？", "ans": "25%", "equation": "x=1/4"}])
+    problems = list(iter_problems(ape))
+    assert [p.gold for p in problems] == ["900", "49/11", "25%"]
+    assert problems[0].prompt == [{"role": "user", "content": "王阿姨每分钟打60字，15分钟打多少字？"}]
+    assert accuracy_reward("<think>\n60*15\n</think>\n<answer>\n900\n</answer>", problems[0]) == 1.0
+
+
+def test_golds_that_are_not_short_answers_are_refused_by_file_line(tmp_path):
+    def r1(question, gold):
+        return {"conversations": [{"role": "user", "content": question}, {"role": "assistant", "content": GOOD}],
+                "answer": gold}
+    # Read as a chat (--data_format qa), a GSM8K answer is its whole solution: never earnable.
+    long = write_rows(tmp_path / "long.jsonl",
+                      [{"question": "3+4?", "answer": "He has 3 apples and buys 4 more: 3 + 4 = 7.\n#### 7"}])
+    with pytest.raises(DataError) as info:
+        list(iter_problems(long, data_format="qa"))
+    message = str(info.value)
+    assert message.startswith(f"{long}:1: the gold answer is 50 characters") and "\n" not in message
+    assert f"python -m dataset.convert --preset gsm8k --data_path {long}" in message
+    several = write_rows(tmp_path / "several.jsonl", [r1("1+1?", "2"), r1("2+2?", "4"), r1("x, y?", "x=3, y=4")])
+    with pytest.raises(DataError, match=r"several.jsonl:3: the gold answer 'x=3, y=4' holds 2 numbers where "
+                                        r"this file's golds are single numbers"):
+        list(iter_problems(several))
+    skip = SkipStats()
+    assert [p.gold for p in iter_problems(several, skip=skip)] == ["2", "4"]
+    assert skip.counts == {"gold not a short answer": 1}
+    texts = write_rows(tmp_path / "texts.jsonl", [r1("坐标？", "(3, 4)"), r1("城市？", "北京")])
+    assert [p.gold for p in iter_problems(texts)] == ["(3, 4)", "北京"]  # not a file of numbers: kept
+
+
 def grpo_trainer(root, problems, tok, **overrides):
     values = dict(out_dir=str(root), preset="spongebob-tiny", epochs=1, batch_size=2, accumulation_steps=1,
                   learning_rate=1e-2,

@@ -119,7 +119,9 @@ def test_renders_a_png_with_labelled_runs(tmp_path: Path, capsys: pytest.Capture
     assert capsys.readouterr().out == f"wrote {out}\n"
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    assert matplotlib.image.imread(out).shape[:2] == (FIGSIZE[1] * DPI, FIGSIZE[0] * DPI)
+    height, width = matplotlib.image.imread(out).shape[:2]  # bbox_inches="tight" trims or grows the margin
+    assert abs(height - FIGSIZE[1] * DPI) < 0.1 * FIGSIZE[1] * DPI
+    assert abs(width - FIGSIZE[0] * DPI) < 0.1 * FIGSIZE[0] * DPI
     assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # the temporary file is gone
 
     # The legend is what run_labels says: the folder plus the differing learning rate.
@@ -128,6 +130,34 @@ def test_renders_a_png_with_labelled_runs(tmp_path: Path, capsys: pytest.Capture
     fig = draw(runs, run_labels([r.name for r in runs], [r.config for r in runs]), x_key="tokens")
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["runs/a (learning_rate=0.002)",
                                                                    "runs/b (learning_rate=0.0005)"]
+
+
+def test_rl_runs_get_a_linear_loss_axis_and_reward_panels(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    dpo = make_run(tmp_path / "runs" / "dpo", 0.002, "dpo")
+    grpo = make_run(tmp_path / "runs" / "grpo", 0.001, "grpo")
+    for folder, rows in ((dpo, [{"step": s, "loss": 0.69 - s / 400, "lr": 1e-5, "rewards/margins": s / 100,
+                                 "rewards/accuracies": min(1.0, 0.5 + s / 400)} for s in range(5, 200, 5)]),
+                         (grpo, [{"step": s, "loss": 0.01 - s / 1000, "lr": 1e-6, "reward": s / 200,
+                                  "rewards/accuracy": s / 250, **({"val_accuracy": s / 300} if s % 50 == 0 else {})}
+                                 for s in range(5, 200, 5)])):
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = [Run(n, f, read_metrics(f / "metrics.jsonl"), read_config(f)) for n, f in (("dpo", dpo), ("grpo", grpo))]
+    fig = draw(runs, ["dpo", "grpo"])
+    loss, val, _, _, reward, accuracy = fig.axes
+    assert loss.get_yscale() == "linear"  # GRPO's loss goes below 0: a log axis would lose it
+    assert min(min(line.get_ydata()) for line in loss.get_lines()) < 0
+    assert reward.get_title() == "rewards" and accuracy.get_title() == "held-out accuracy"
+    assert [t.get_text() for t in reward.get_legend().get_texts()] == [
+        "reward", "rewards/accuracies", "rewards/accuracy", "rewards/margins"]
+    assert len(accuracy.get_lines()) == 2
+    assert list(accuracy.get_lines()[1].get_ydata()) == [50 / 300, 100 / 300, 150 / 300]
+    out = tmp_path / "rl.png"
+    assert main([str(tmp_path / "runs" / "dpo"), str(tmp_path / "runs" / "grpo"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pretrain = make_run(tmp_path / "runs" / "pre", 0.002)
+    assert len(draw([Run("pre", pretrain, read_metrics(pretrain / "metrics.jsonl"), read_config(pretrain))],
+                    ["pre"]).axes) == 4  # nothing to reward: the four panels as before
 
 
 def test_tokens_axis_and_labels_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

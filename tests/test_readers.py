@@ -207,6 +207,18 @@ def test_bad_utf8_names_line_and_column(tmp_path):
     assert data_error(t) == f"{t}:3: not valid UTF-8 (byte 0x80 at column 3)"
 
 
+def test_gbk_text_gets_the_iconv_command(tmp_path):
+    p = tmp_path / "novel.txt"
+    p.write_bytes("第一章\n从前有座山。\n".encode("gbk"))
+    assert data_error(p) == (f"{p}:1: not valid UTF-8 (byte 0xb5 at column 1; it reads as GBK, so re-encode the file: "
+                             f"iconv -f GBK -t UTF-8 {p} > {tmp_path / 'novel.utf8.txt'})")
+
+
+def test_an_empty_text_record_names_skip_bad(tmp_path):
+    p = write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"text": ""}\n')
+    assert data_error(p).endswith("use --text_field NAME, or pass --skip_bad to skip such records)")
+
+
 def test_bad_utf8_in_streamed_json_array(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "_CHUNK_BYTES", 8)  # the bad byte sits several chunks in
     p = tmp_path / "a.json"
@@ -239,7 +251,7 @@ def test_record_without_text(tmp_path):
     p = write(tmp_path / "a.json", '[\n{"text": "a"},\n{"id": 7, "tags": ["x"]}\n]')
     msg = data_error(p)
     assert msg.startswith(f"{p}:3: no usable text field (record keys: id, tags; looked for text, content")
-    assert msg.endswith("use --text_field NAME)")
+    assert msg.endswith("use --text_field NAME, or pass --skip_bad to skip such records)")
     p = write(tmp_path / "b.jsonl", '[1, 2]\n')
     assert data_error(p).startswith(f"{p}:1: no usable text field (record is [1, 2];")
 

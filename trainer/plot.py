@@ -6,7 +6,10 @@
 Each RUN_DIR is a stage folder (the one holding metrics.jsonl) or an out_dir
 holding exactly one. The figure has four panels: train loss (EMA-smoothed,
 the raw loss faint behind it), validation loss, learning rate and tokens/s,
-against steps or, with --x tokens, tokens seen. Runs are overlaid and each is
+against steps or, with --x tokens, tokens seen. Runs that log rewards (GRPO's
+reward and rewards/NAME, DPO's rewards/chosen ...) or val_accuracy get two panels
+more: the rewards, and the held-out accuracy. The loss panels are on a log axis,
+unless a loss is zero or negative (GRPO's and DPO's can be): then on a linear one. Runs are overlaid and each is
 labelled with its folder plus the config values in which it differs from the
 others (read from config.json), e.g. "runs/a (learning_rate=0.002)". matplotlib
 is optional: it is imported only when drawing, so training never needs it.
@@ -25,6 +28,7 @@ from typing import Any
 from common.cli import OneLineParser
 
 FIGSIZE = (12.0, 8.0)  # inches; with DPI this is a 1200 x 800 PNG
+REWARD_FIGSIZE = (12.0, 12.0)  # three rows of panels when rewards are logged
 DPI = 100
 # Keys that differ between runs without changing the curves: naming them would only clutter labels.
 LABEL_IGNORES = {"out_dir", "config", "resume", "save_interval", "keep_last", "save_at_epochs",
@@ -136,6 +140,16 @@ def series(run: Run, x_key: str, y_key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+def reward_keys(runs: list[Run]) -> list[str]:
+    """The reward columns logged by any run: reward first, then rewards/NAME in name order."""
+    keys = {k for run in runs for row in run.rows for k in row if k == "reward" or k.startswith("rewards/")}
+    return sorted(keys, key=lambda k: (k != "reward", k))
+
+
+def has_accuracy(runs: list[Run]) -> bool:
+    return any("val_accuracy" in row for run in runs for row in run.rows)
+
+
 def draw(runs: list[Run], labels: list[str], x_key: str = "step", smooth: float = 0.9) -> Any:
     """The four-panel figure (a matplotlib Figure); matplotlib must be importable."""
     import matplotlib
@@ -152,9 +166,11 @@ def draw(runs: list[Run], labels: list[str], x_key: str = "step", smooth: float 
     span = max(max(xs) - min(xs) for xs in (series(run, x_key, "loss")[0] for run in runs))
     with matplotlib.rc_context({"font.size": 11, "axes.titlesize": 13, "axes.grid": True, "grid.alpha": 0.3}):
         # constrained layout keeps room for the legend below the panels, so it never covers a curve.
-        fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-        axes = list(fig.subplots(2, 2).flat)
-        ax_loss, ax_val, ax_lr, ax_speed = axes
+        rewards, accuracy = reward_keys(runs), has_accuracy(runs)
+        extra = bool(rewards or accuracy)
+        fig = Figure(figsize=REWARD_FIGSIZE if extra else FIGSIZE, dpi=DPI, layout="constrained")
+        axes = list(fig.subplots(3 if extra else 2, 2).flat)
+        ax_loss, ax_val, ax_lr, ax_speed = axes[:4]
         for i, run in enumerate(runs):
             color = f"C{i % 10}"  # the default color cycle: a run has the same color in every panel
             xs, loss = series(run, x_key, "loss")
@@ -166,22 +182,35 @@ def draw(runs: list[Run], labels: list[str], x_key: str = "step", smooth: float 
             ax_val.plot(*series(run, x_key, "val_loss"), color=color, marker="o", markersize=4, linewidth=1.5)
             ax_lr.plot(*series(run, x_key, "lr"), color=color, linewidth=2)
             ax_speed.plot(*series(run, x_key, "tokens_per_s"), color=color, linewidth=1.5)
+            if extra:  # the run's color, one line style per reward: "reward" solid, the parts dashed
+                for key, style in zip(rewards, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))] * 4):
+                    axes[4].plot(*series(run, x_key, key), color=color, linestyle=style, linewidth=1.5,
+                                 label=key if i == 0 else None)
+                axes[5].plot(*series(run, x_key, "val_accuracy"), color=color, marker="o", markersize=4,
+                             linewidth=1.5)
 
-        titles = (f"train loss (EMA {smooth:g}, raw faint)", "validation loss", "learning rate", "tokens / s")
+        titles = (f"train loss (EMA {smooth:g}, raw faint)", "validation loss", "learning rate", "tokens / s",
+                  "rewards", "held-out accuracy")
         for ax, title in zip(axes, titles):
             ax.set_title(title)
             ax.set_xlabel(x_key)
             if x_key == "tokens":
                 ax.xaxis.set_major_formatter(EngFormatter())  # 1.1 M, not 1.1e6
         # Loss falls over orders of magnitude; on a log axis the late progress is still visible.
-        for ax in (ax_loss, ax_val):
-            if ax.has_data():
+        # GRPO's loss is often negative and DPO's can reach 0: a log axis would drop those points.
+        for ax, key in ((ax_loss, "loss"), (ax_val, "val_loss")):
+            if ax.has_data() and all(y > 0 for run in runs for y in series(run, x_key, key)[1]):
                 ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(PlainLogFormatter())
                 ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-        if not ax_val.has_data():
-            ax_val.text(0.5, 0.5, "no validation loss logged", ha="center", va="center",
-                        transform=ax_val.transAxes, color="gray")
+        empty = [(ax_val, "no validation loss logged")]
+        if extra:
+            empty += [(axes[4], "no reward logged"), (axes[5], "no val_accuracy logged")]
+            if rewards:
+                axes[4].legend(loc="best", fontsize=9, frameon=False)  # which line style is which reward
+        for ax, note in empty:
+            if not ax.has_data():
+                ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="gray")
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
         ax_speed.yaxis.set_major_formatter(EngFormatter())
         # One legend under all panels: two labels a row while they fit the width, else one.
@@ -195,7 +224,8 @@ def save_png(fig: Any, out: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=DPI, pil_kwargs={"optimize": True})  # a few % smaller
+            # bbox_inches="tight": the PNG grows to hold any label or legend that would be cut off.
+            fig.savefig(f, format="png", dpi=DPI, bbox_inches="tight", pil_kwargs={"optimize": True})
         os.chmod(tmp, 0o644)  # mkstemp makes it private; a figure is meant to be shared
         os.replace(tmp, out)
     except BaseException:
