@@ -15,7 +15,12 @@ resume are trainer/'s; the rewards are evaluation/rewards.py):
          optional k3 KL penalty to the starting model (--beta; 0 holds no reference).
   start  <out_dir>/distill.pth (--init); the weights go to <out_dir>/grpo.pth.
 Validation is held-out accuracy: greedy answers to the held-out problems (the demo's
-validation split r1_val, or --eval_file), scored by the same matcher as the rewards.
+validation split r1_val, or --eval_file), scored by the same matcher as the rewards;
+with --keep_best the weights of the best validation are the stage's weights.
+Diagnostics in metrics.jsonl: correct (the share of right answers, apart from the
+partial rewards), mixed_groups (0 < right < G: where the signal is), all_wrong_groups and
+all_wrong_advantage_share (how much of the update comes from groups with no right answer,
+i.e. from the partial rewards alone), entropy, completion_length, truncated, kl (--beta).
 r1_test stays untouched for the final comparison with eval_model.py.
 
 The loss, in full:
@@ -54,7 +59,7 @@ from dataset.demo import ensure_demo_corpus
 from dataset.pretrain_dataset import epoch_order
 from dataset.problems import Problem, iter_problems
 from dataset.readers import DataError, SkipStats, expand_paths
-from evaluation.rewards import REWARDS, parse_reward_weights
+from evaluation.rewards import REWARDS, accuracy_reward, parse_reward_weights
 from inference.batch import decode_batch
 from inference.budget import think_budget
 from inference.generate import SamplingConfig
@@ -79,7 +84,11 @@ class GRPOConfig(ChatConfig):
                                       "(0 = off)", check=at_least(0))
     reward_weights: str = option("accuracy:1,format:0.1", "rewards and their weights, name:weight,...",
                                  check=lambda v: _weights_problem(v))
-    scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO)")
+    scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO, "
+                                       "advantage = reward - group mean)")
+    dynamic_sampling: bool = option(False, "train only on groups whose correctness differs (0 < right < G, DAPO): "
+                                           "a group all right or all wrong teaches nothing about answers, and "
+                                           "its partial rewards (format, arithmetic) would be all it teaches")
     epsilon: float = option(0.2, "PPO clip range of the probability ratio", check=lambda v: None if 0 < v < 1
                             else "must be in (0, 1)")
     num_iterations: int = option(1, "updates per rollout batch (1: the ratio is 1, a plain policy gradient)",
@@ -90,6 +99,9 @@ class GRPOConfig(ChatConfig):
                                 "the --val_fraction split of --data_path)", resume="free")
     eval_samples: int = option(100, "held-out problems scored at each validation", check=at_least(1),
                                resume="free")
+    keep_best: bool = option(True, "at the end, <out_dir>/grpo.pth is the weights of the validation with the best "
+                                   "held-out accuracy (all kept in <out_dir>/grpo/best.pth as the run goes)",
+                             resume="free")
 
     @property
     def reward_weight_map(self) -> dict[str, float]:
@@ -136,7 +148,7 @@ def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
         cut = max(1, round(len(train) * cfg.val_fraction))
         train, held_out = train[:-cut], train[-cut:]
     rollouts = RolloutData(train, tok, cfg, dist.rank, dist.world_size)
-    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length)
+    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, cfg.keep_best)
     what = f"{len(train):,} problems, {cfg.num_generations} completions each; {len(val.problems)} held out"
     return StageData(rollouts, val, f"problems:{len(train)}:{train[0].where}:{train[-1].where}", what)
 
@@ -170,6 +182,17 @@ def clipped_objective(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
     return -torch.minimum(unclipped, clipped), clipped < unclipped
 
 
+@torch.no_grad()
+def summed_entropy(logits: torch.Tensor, trained: torch.Tensor) -> torch.Tensor:
+    """The policy's entropy (nats) summed over the trained tokens, a row at a time (the whole
+    batch's fp32 softmax would be B x T x vocab). Falling entropy is the policy sharpening."""
+    total = torch.zeros((), device=logits.device)
+    for row, mask in zip(logits, trained):
+        logp = row.float().log_softmax(-1)
+        total += (-(logp.exp() * logp).sum(-1) * mask).sum()
+    return total
+
+
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(pi || ref) per token: exp(d) - d - 1 with d = ref - logp, always >= 0."""
     d = ref_logp - logp
@@ -196,16 +219,18 @@ class GRPOLoss(StageLoss):
             kl = k3_kl(logp, ref)
             loss = loss + self.beta * kl
         if torch.is_grad_enabled():
-            step = torch.stack([(kl.detach() * trained).sum(), (clipped.float() * trained).sum(), trained.sum()])
+            step = torch.stack([(kl.detach() * trained).sum(), (clipped.float() * trained).sum(),
+                                summed_entropy(logits.detach(), trained), trained.sum()])
             self._sums = step if self._sums is None else self._sums + step
         return (loss * trained).sum()
 
     def read_metrics(self, reduce: Reduce) -> dict[str, float]:
         if self._sums is None:
             return {}
-        kl, clipped, tokens = reduce(self._sums).tolist()
+        kl, clipped, entropy, tokens = reduce(self._sums).tolist()
         self._sums = None
-        return {"kl": kl / max(tokens, 1.0), "clip_fraction": clipped / max(tokens, 1.0)}
+        per_token = {"clip_fraction": clipped, "entropy": entropy} | ({"kl": kl} if self.beta else {})
+        return {k: v / max(tokens, 1.0) for k, v in per_token.items()}
 
 
 class RolloutData(Hooks):
@@ -258,12 +283,16 @@ class RolloutData(Hooks):
         scores = {name: torch.tensor([REWARDS[name](t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
                   for name in self.weights}
         rewards = sum(w * scores[name] for name, w in self.weights.items()).view(-1, G)
-        advantages = group_advantages(rewards, cfg.scale_rewards).view(-1)
-        self._record(scores, rewards, seqs)
-        return self._rows(prompts, seqs, advantages)
+        right = torch.tensor([accuracy_reward(t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
+        right = right.view(-1, G).sum(dim=1)  # right answers per group, whatever the reward weights
+        advantages = group_advantages(rewards, cfg.scale_rewards)
+        keep = (right > 0) & (right < G) if cfg.dynamic_sampling else torch.ones_like(right, dtype=torch.bool)
+        self._record(scores, rewards, seqs, right, advantages, keep)
+        return self._rows(prompts, seqs, advantages.view(-1), keep.repeat_interleave(G))
 
-    def _rows(self, prompts: list[list[int]], seqs: list, advantages: torch.Tensor) -> Batch:
-        """Prompt + completion per row; only the completion (and the <|im_end|> it stopped at) is trained."""
+    def _rows(self, prompts: list[list[int]], seqs: list, advantages: torch.Tensor, keep: torch.Tensor) -> Batch:
+        """Prompt + completion per row; only the completion (and the <|im_end|> it stopped at) is trained,
+        and only in the rows kept (--dynamic_sampling drops groups whose correctness is all equal)."""
         im_end = self.tok.im_end_id
         rows = [(p, s.tokens + ([im_end] if s.finish == "stop" else [])) for p, s in zip(prompts, seqs)]
         width = max(len(p) + len(c) for p, c in rows) - 1
@@ -273,7 +302,8 @@ class RolloutData(Hooks):
         for i, (p, c) in enumerate(rows):
             ids = torch.tensor(p + c)
             batch["input_ids"][i, :len(ids) - 1] = ids[:-1]
-            batch["targets"][i, len(p) - 1:len(ids) - 1] = ids[len(p):]
+            if keep[i]:
+                batch["targets"][i, len(p) - 1:len(ids) - 1] = ids[len(p):]
             batch["advantages"][i, len(p) - 1:len(ids) - 1] = advantages[i]
         batch["seq_lens"] = torch.tensor([len(p) + len(c) - 1 for p, c in rows])
         if self.cfg.num_iterations > 1:  # pi_old: the sampling policy's log-probs, for the ratio
@@ -282,10 +312,22 @@ class RolloutData(Hooks):
             batch["old_logps"] = token_logps(logits, batch["targets"].to(self.device)).float().cpu()
         return batch
 
-    def _record(self, scores: dict[str, torch.Tensor], rewards: torch.Tensor, seqs: list) -> None:
+    def _record(self, scores: dict[str, torch.Tensor], rewards: torch.Tensor, seqs: list, right: torch.Tensor,
+                advantages: torch.Tensor, keep: torch.Tensor) -> None:
+        """The rollout's diagnostics: what the reward is made of, where the signal comes from."""
+        G = self.cfg.num_generations
+        mass = advantages.abs().sum(dim=1)  # how much each group pushes the update
+        all_wrong = right == 0
         values = {"reward": float(rewards.mean()), "reward_std": float(rewards.std(dim=1).mean()),
+                  "correct": float(right.sum()) / (len(right) * G),  # the share of right answers, kept apart
                   "completion_length": sum(len(s.tokens) for s in seqs) / len(seqs),
+                  "truncated": sum(s.finish == "length" for s in seqs) / len(seqs),
                   "zero_signal_groups": float((rewards.std(dim=1) == 0).float().mean()),
+                  "mixed_groups": float(((right > 0) & (right < G)).float().mean()),  # where correctness differs
+                  "all_wrong_groups": float(all_wrong.float().mean()),
+                  # the share of the advantages that comes from groups with no right answer: partial rewards only
+                  "all_wrong_advantage_share": float(mass[all_wrong].sum() / mass.sum().clamp(min=1e-12)),
+                  "trained_groups": float(keep.float().mean()),
                   **{f"rewards/{name}": float(v.mean()) for name, v in scores.items()}, "batches": 1.0}
         for k, v in values.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
@@ -304,8 +346,10 @@ class RolloutData(Hooks):
 class ProblemEval(Validator):
     """Held-out accuracy: greedy completions of held-out problems, scored by the same matcher."""
 
-    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int):
-        self.problems, self.tok, self.max_new = problems, tok, max_new_tokens
+    best_key = "val_accuracy"  # the engine keeps the weights of the best validation (contract.py)
+
+    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int, keep_best: bool = False):
+        self.problems, self.tok, self.max_new, self.keep_best = problems, tok, max_new_tokens, keep_best
         self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
 
     def num_batches(self, batch_size: int) -> int:

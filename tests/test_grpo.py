@@ -175,7 +175,9 @@ def test_grpo_resumes_exactly_and_logs_its_metrics(tmp_path):
     full.fit()
     rows = [json.loads(line) for line in (tmp_path / "full" / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert {"reward", "rewards/accuracy", "rewards/format", "completion_length", "zero_signal_groups",
-            "clip_fraction", "kl"} <= set(rows[-1])
+            "clip_fraction", "entropy", "correct", "truncated", "mixed_groups", "all_wrong_groups",
+            "all_wrong_advantage_share", "trained_groups"} <= set(rows[-1])
+    assert "kl" not in rows[-1]  # --beta 0 holds no reference: no KL to report
     from test_packing import Crash, CrashAt
     cut = grpo_trainer(tmp_path / "cut", problems, tok)
     cut.train_data = CrashAt(cut.train_data, 4)
@@ -205,6 +207,66 @@ def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
     evaluation = ProblemEval([PROBLEM, PROBLEM, PROBLEM], tok, 16)
     result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
     assert result == {"val_accuracy": 2 / 3, "val_compliance": 2 / 3}
+
+
+class Scripted:
+    """decode_batch's stand-in: the completions to return, in order, each 'stop'ped."""
+
+    def __init__(self, tok, texts):
+        self.tok, self.texts = tok, list(texts)
+
+    def __call__(self, model, prompts, samplings, *a, **k):
+        done = [type("Done", (), {"tokens": self.tok.encode(t), "finish": "stop"})() for t in self.texts]
+        return done[:len(prompts)]
+
+
+def test_rollout_diagnostics_and_dynamic_sampling_by_hand(monkeypatch, tmp_path):
+    tok = load_tokenizer()
+    wrong = GOOD.replace("17", "16")          # compliant, wrong, and its sum 12 + 5 = 16 is wrong
+    wrong_sum_right = "<think>\n12 + 5 = 17\n</think>\n<answer>\n16\n</answer>"  # compliant, wrong answer
+    # Group 1 (3 samples): one right, two wrong -> mixed. Group 2: all wrong, but the arithmetic differs.
+    texts = [GOOD, wrong, wrong, wrong, wrong_sum_right, wrong]
+    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, texts))
+    for dynamic in (False, True):
+        cfg = parse_config([], "t", stage_defaults=dict(num_generations=3, batch_size=2, scale_rewards=False,
+                           reward_weights="accuracy:1,arithmetic:0.5", dynamic_sampling=dynamic,
+                           max_completion_length=16), config_cls=grpo.GRPOConfig)
+        data = RolloutData([PROBLEM, PROBLEM], tok, cfg)
+        data.bind(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+        batch = data.rollout([0, 1], epoch=0, b=0)
+        metrics = data.read_metrics(lambda t: t)
+        # rewards: group 1 = [1 + 0.5, 0 + 0, 0 + 0]; group 2 = [0, 0.5, 0] (arithmetic only)
+        # advantages (r - mean): group 1 = [1, -0.5, -0.5]; group 2 = [-1/6, 1/3, -1/6]
+        assert metrics["correct"] == pytest.approx(1 / 6)
+        assert metrics["mixed_groups"] == 0.5 and metrics["all_wrong_groups"] == 0.5
+        assert metrics["all_wrong_advantage_share"] == pytest.approx((2 / 3) / (2 + 2 / 3))
+        assert metrics["truncated"] == 0.0
+        assert batch["advantages"][:, -1].tolist() != []  # shapes as before
+        trained_rows = (batch["targets"] != -100).any(dim=1).tolist()
+        assert trained_rows == ([True] * 3 + [not dynamic] * 3)  # the all-wrong group is dropped when dynamic
+        assert metrics["trained_groups"] == (0.5 if dynamic else 1.0)
+
+
+def test_the_best_validation_becomes_the_weights_with_keep_best(tmp_path, monkeypatch):
+    tok = load_tokenizer()
+    problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
+    scores = iter([0.5, 0.75, 0.25])  # validations at steps 1, 2 and 3 (the end): the best is step 2's
+
+    class Val(ProblemEval):
+        def evaluate(self, model, device, dtype):
+            return {"val_accuracy": next(scores)}
+    trainer = grpo_trainer(tmp_path, problems, tok, eval_interval=1, save_interval=1, max_steps=3)
+    trainer.val_data = Val(problems[:2], tok, 8, keep_best=True)
+    saved = {}
+    original = trainer._save_weights
+
+    def remember(path, val_loss):
+        original(path, val_loss)
+        saved[(path.name, trainer.step)] = path.read_bytes()
+    monkeypatch.setattr(trainer, "_save_weights", remember)
+    trainer.fit()
+    assert trainer.best == {"key": "val_accuracy", "value": 0.75, "step": 2}
+    assert (tmp_path / "grpo.pth").read_bytes() == saved[("grpo.pth", 2)] != saved[("grpo.pth", 3)]
 
 
 def test_the_reference_never_changes(tmp_path):

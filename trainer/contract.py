@@ -72,7 +72,13 @@ class Hooks:
 
 
 class Validator(Hooks):
-    """Validation data that measures the model itself instead of the validation loss."""
+    """Validation data that measures the model itself instead of the validation loss.
+
+    best_key names a figure of evaluate() where higher is better: the engine then keeps the
+    weights of the best validation in <out_dir>/<stage>/best.pth, and with keep_best they
+    become <out_dir>/<stage>.pth at the end (model selection on the validation split)."""
+    best_key: str | None = None
+    keep_best: bool = False
 
     def num_batches(self, batch_size: int) -> int:
         return 1  # something to measure: the engine skips validation when this is 0

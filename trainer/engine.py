@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -30,7 +31,7 @@ from model import save_adapter, save_model, unwrap
 from common.device import make_scaler, matmul_params, peak_flops
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
-from .contract import hooks_of
+from .contract import Validator, hooks_of
 from .distributed import DistInfo, all_reduce_sum
 from .metrics import MetricsLog, SpikeDetector, start_wandb
 from .optim import make_optimizer, set_lr
@@ -84,6 +85,7 @@ class Trainer:
         self.milestones = {max(1, round(e * self.steps_per_epoch)): e for e in cfg.save_at_epochs}
 
         self.step, self.tokens_seen, self.skipped_nonfinite = 0, 0, 0
+        self.best: dict | None = None  # the best validation so far, when the validation names a best_key
         self.last_saved: str | None = None
         self.spikes = SpikeDetector()
         self._stop_requested = False
@@ -125,6 +127,7 @@ class Trainer:
         restore_rng(state["rng"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.skipped_nonfinite = state["skipped_nonfinite"]
+        self.best = state.get("best")
         self.last_saved = state["path"]
         if self.dist.is_main:
             print(f"resuming from {state['path']} at step {self.step}/{self.total_steps}")
@@ -133,7 +136,7 @@ class Trainer:
     def _state(self) -> dict:
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "tokens_seen": self.tokens_seen,
-                "skipped_nonfinite": self.skipped_nonfinite, "config": config_dict(self.cfg),
+                "skipped_nonfinite": self.skipped_nonfinite, "best": self.best, "config": config_dict(self.cfg),
                 "world_size": self.dist.world_size, "data_identity": self.data_identity}
 
     # ------------------------------------------------------------------ saving
@@ -204,6 +207,8 @@ class Trainer:
             self.log.close()
         if self.dist.is_main:
             print(f"done: {self.step} steps, {self.tokens_seen:,} tokens; weights in {self.paths.weights}")
+        if self.step == self.total_steps:
+            self._keep_best()
         return val_loss
 
     # The step itself (step.py); kept here by name for the benchmarks and tests that drive it.
@@ -248,6 +253,7 @@ class Trainer:
         row = self._read_pending(lr)
         stop = stop_now or row.pop("stop")
         validation = self.evaluate() if evaluating else {}
+        self._track_best(validation)
         row.update(validation)
         val_loss = validation.get("val_loss")
         if validation and self.dist.is_main:
@@ -262,6 +268,29 @@ class Trainer:
             self.save(val_loss)
             raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus --resume")
         return val_loss
+
+    def _track_best(self, validation: dict) -> None:
+        """A Validator with a best_key: keep the weights of its best validation so far (run_dir/best.pth)."""
+        key = self.val_data.best_key if isinstance(self.val_data, Validator) else None
+        if key is None or key not in validation:
+            return
+        if self.best is None or validation[key] > self.best["value"]:
+            self.best = {"key": key, "value": validation[key], "step": self.step}
+            if self.dist.is_main:
+                self._save_weights(self.paths.run_dir / "best.pth", None)
+
+    def _keep_best(self) -> None:
+        """With keep_best, the stage's weights become those of the best validation (selection on the
+        validation split, never on a test set); the last weights stay in the resumable state."""
+        if not (isinstance(self.val_data, Validator) and self.val_data.keep_best and self.best):
+            return
+        best, key = self.paths.run_dir / "best.pth", self.best["key"]
+        if self.best["step"] != self.step and best.is_file() and self.dist.is_main:
+            tmp = self.paths.weights.with_name(f".{self.paths.weights.name}.best.tmp")
+            shutil.copyfile(best, tmp)
+            os.replace(tmp, self.paths.weights)
+            print(f"keeping the best validation: step {self.best['step']} ({key} {self.best['value']:.4f}) "
+                  f"in {self.paths.weights}; the last step's weights are in {self.last_saved}")
 
     def _read_pending(self, lr: float) -> dict:
         """The statistics summed since the last row, read back in one sync, as a metrics row."""
