@@ -53,9 +53,10 @@ GENERATOR_MODULES = ("world", "word_problems", "pretrain", "chat", "reason")  # 
 DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root when the scripts run)
 DEMO_KINDS: tuple[str, ...] = ("pretrain", "sft", "sft_long", "r1", "dpo", "r1_test", "r1_val", "dpo_test")
 DEMO_VERSION = 1  # bump when the output changes in a way the source fingerprint would not show
-# Records per kind: each file is a few MB and takes about a second to write.
+# Records per kind: each file is a few MB and takes about a second to write. r1_test holds 500
+# problems so that pass@k before and after RL is measured on at least 400 (with an interval).
 DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2_000, "r1": 6_000, "dpo": 4_000,
-                                  "r1_test": 200, "r1_val": 200, "dpo_test": 200}
+                                  "r1_test": 500, "r1_val": 200, "dpo_test": 200}
 _MAKERS: dict[str, Callable[[random.Random], dict]] = {
     "pretrain": pretrain_record, "sft": sft_record, "sft_long": sft_long_record,
     "r1": r1_record, "dpo": dpo_record,
