@@ -69,7 +69,7 @@ from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig
 from trainer.config import ConfigError, at_least, non_negative, option, positive, within
 from trainer.contract import Batch, Hooks, Reduce, StageLoss, Validator
-from trainer.distributed import DistInfo
+from trainer.distributed import DistInfo, all_reduce_sum
 from trainer.reference import Reference, reference_model
 
 
@@ -148,7 +148,8 @@ def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
         cut = max(1, round(len(train) * cfg.val_fraction))
         train, held_out = train[:-cut], train[-cut:]
     rollouts = RolloutData(train, tok, cfg, dist.rank, dist.world_size)
-    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, cfg.keep_best)
+    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, cfg.keep_best, dist.rank,
+                      dist.world_size)
     what = f"{len(train):,} problems, {cfg.num_generations} completions each; {len(val.problems)} held out"
     return StageData(rollouts, val, f"problems:{len(train)}:{train[0].where}:{train[-1].where}", what)
 
@@ -348,9 +349,11 @@ class ProblemEval(Validator):
 
     best_key = "val_accuracy"  # the engine keeps the weights of the best validation (contract.py)
 
-    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int, keep_best: bool = False):
+    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int, keep_best: bool = False,
+                 rank: int = 0, world_size: int = 1):
         self.problems, self.tok, self.max_new, self.keep_best = problems, tok, max_new_tokens, keep_best
-        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
+        self.mine = problems[rank::world_size]  # under DDP each rank answers its share; the counts are summed
+        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in self.mine]
 
     def num_batches(self, batch_size: int) -> int:
         return 1 if self.problems else 0
@@ -359,11 +362,16 @@ class ProblemEval(Validator):
     def evaluate(self, model: SpongeBob, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
         greedy = SamplingConfig(max_new_tokens=self.max_new, temperature=0,
                                 stop_ids=(self.tok.im_end_id, self.tok.endoftext_id))
-        with autocast(device, dtype):
-            seqs = decode_batch(model, self.prompts, [greedy] * len(self.prompts))
-        texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
-        correct = [answers_match(answer_span(t), p.gold) for t, p in zip(texts, self.problems)]
-        return {"val_accuracy": sum(correct) / len(texts), "val_compliance": sum(map(is_compliant, texts)) / len(texts)}
+        texts = []
+        if self.prompts:
+            with autocast(device, dtype):
+                seqs = decode_batch(model, self.prompts, [greedy] * len(self.prompts))
+            texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
+        correct = sum(answers_match(answer_span(t), p.gold) for t, p in zip(texts, self.mine))
+        counts = all_reduce_sum(torch.tensor([correct, sum(map(is_compliant, texts)), len(texts)], dtype=torch.float,
+                                             device=device))
+        right, compliant, n = counts.tolist()
+        return {"val_accuracy": right / n, "val_compliance": compliant / n}
 
 
 if __name__ == "__main__":

@@ -111,3 +111,45 @@ def test_every_collective_runs_on_the_models_device(tmp_path, monkeypatch):
     with torch.device("meta"):
         t.train_step(micro)
     assert seen == [torch.device("cpu")]
+
+
+def test_a_two_process_run_resumes_on_one_process(tmp_path):
+    """A preempted 2-process job comes back on 1 process: the same rows per step (2 x 2 -> 4 x 1),
+    so it ends where an uninterrupted 1-process run of 4 rows per micro-step ends."""
+    from trainer.checkpoints import RunPaths, peek_latest_state
+    from trainer.resume import elastic_batch
+    mp.spawn(stop_worker, args=(2, free_port(), str(tmp_path / "cut")), nprocs=2, join=True)  # stops at step 2
+    saved = peek_latest_state(RunPaths(tmp_path / "cut", "test"))
+    assert (saved["world_size"], saved["step"]) == (2, 2)
+    batch, accumulation = elastic_batch(saved["config"], saved["world_size"], 1)
+    assert (batch, accumulation) == (4, 2)  # the rows of a micro-step, across processes, stay 4
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values = dict(SETTINGS, batch_size=batch, accumulation_steps=accumulation, epochs=4)
+        cfg = parse_config([], "test", stage_defaults=dict(values, out_dir=str(tmp_path / "cut"), resume=True))
+        resumed = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None,
+                          {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, DistInfo())
+        assert resumed.step == 2
+        resumed.fit()
+        torch.manual_seed(0)
+        cfg = parse_config([], "test", stage_defaults=dict(values, out_dir=str(tmp_path / "one")))
+        whole = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None,
+                        {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, DistInfo())
+        whole.fit()
+    finally:
+        torch.set_num_threads(threads)
+    a, b = whole.model.state_dict(), resumed.model.state_dict()
+    assert resumed.step == whole.step == 8
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=0), name
+    # Rows per step that cannot stay the same are refused in one line with the numbers (the newest
+    # state is now the 1-process one).
+    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, batch_size=3, epochs=4,
+                                                       out_dir=str(tmp_path / "cut"), resume=True))
+    import pytest
+    with pytest.raises(ValueError, match=r"a step was 8 rows \(--batch_size 4 x --accumulation_steps 2 x 1 process"
+                                         r"\(es\)\) but would be 6 now; keep batch x accumulation x processes at 8"):
+        Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None, {"vocab_size": 6400},
+                "test", torch.device("cpu"), torch.float32, DistInfo())

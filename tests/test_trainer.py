@@ -127,7 +127,8 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
 
 def test_resume_with_changed_settings_is_refused(tmp_path):
     make_trainer(tmp_path, SyntheticRows(), save_interval=1, max_steps=2).fit()
-    with pytest.raises(ValueError, match="batch_size was 4 in the saved run .* but is 2 now"):
+    with pytest.raises(ValueError, match=r"a step was 4 rows \(--batch_size 4 x --accumulation_steps 1 x 1 "
+                                         r"process\(es\)\) but would be 2 now"):
         make_trainer(tmp_path, SyntheticRows(), save_interval=1, max_steps=2, batch_size=2, resume=True)
 
 

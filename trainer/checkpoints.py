@@ -91,6 +91,18 @@ def save_state(paths: RunPaths, step: int, state: dict, keep_last: int) -> Path:
     return target
 
 
+def peek_latest_state(paths: RunPaths) -> dict | None:
+    """The newest state's config, world size and step, read without loading its tensors (mmap)."""
+    for _, path in reversed(list_states(paths)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # the full load reports it
+            continue
+        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
+            return {k: state[k] for k in ("config", "world_size", "step")}
+    return None
+
+
 def load_latest_state(paths: RunPaths) -> dict | None:
     """The newest readable state, or None. An unreadable newest file (it cannot
     be half-written, but a disk can fail) falls back to the one before it."""

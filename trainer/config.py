@@ -116,8 +116,10 @@ class TrainConfig:
     max_steps: int = option(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap); with "
                                "--resume it may grow to extend a finished run: the cosine is then stretched over "
                                "the new total from the step reached", check=at_least(0), resume="grow")
-    batch_size: int = option(84, "rows per micro-batch (per GPU)", check=at_least(1))
-    accumulation_steps: int = option(2, "micro-batches per optimizer step", check=at_least(1))
+    # Free on resume one by one: what a resume must keep is the rows of a step across all
+    # processes (trainer/resume.py, check_rows), so a run can resume on another number of GPUs.
+    batch_size: int = option(84, "rows per micro-batch (per GPU)", check=at_least(1), resume="free")
+    accumulation_steps: int = option(2, "micro-batches per optimizer step", check=at_least(1), resume="free")
     learning_rate: float = option(5e-4, "peak learning rate, reached after warmup", check=positive)
     min_lr: float = option(5e-5, "learning rate at the end of the cosine decay", check=non_negative)
     warmup_steps: int = option(100, "optimizer steps of linear warmup from 0 to --learning_rate", check=at_least(0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -52,11 +53,38 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+# Waiting for rank 0 to pretokenize a corpus can take longer than NCCL's 10-minute timeout;
+# that one wait goes through a gloo group of its own with a long timeout, so the training
+# collectives keep the short one that catches a real hang.
+PREPARE_TIMEOUT = timedelta(minutes=float(os.environ.get("SPONGEBOB_PREPARE_TIMEOUT_MIN", "360")))
+_prepare_group = None
+
+
+def barrier(long: bool = False) -> None:
+    """Wait for every rank; long=True for a wait that may last hours (rank 0 preparing the data)."""
+    if not dist.is_initialized():
+        return
+    dist.barrier(group=_long_group() if long else None)
+
+
+def _long_group():
+    global _prepare_group
+    if _prepare_group is None:
+        _prepare_group = dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT)
+    return _prepare_group
+
+
+def broadcast_ints(values: list[int]) -> list[int]:
+    """Rank 0's values on every rank (a CPU tensor over the gloo group: any backend, any device)."""
+    if not dist.is_initialized():
+        return values
+    t = torch.tensor(values, dtype=torch.long)
+    dist.broadcast(t, src=0, group=_long_group())
+    return t.tolist()
 
 
 def shutdown() -> None:
+    global _prepare_group
     if dist.is_initialized():
         dist.destroy_process_group()
+    _prepare_group = None

@@ -32,7 +32,7 @@ from common.device import make_scaler, matmul_params, peak_flops
 from .checkpoints import RunPaths, load_latest_state, save_state
 from .config import TrainConfig, config_dict
 from .contract import Validator, hooks_of
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo, all_reduce_sum, barrier
 from .metrics import MetricsLog, SpikeDetector, start_wandb
 from .optim import make_optimizer, set_lr
 from .prefetch import Prefetcher
@@ -145,15 +145,18 @@ class Trainer:
                 "tokens_seen": self.tokens_seen, "val_loss": val_loss, "max_seq_len": self.cfg.max_seq_len}
 
     def save(self, val_loss: float | None = None) -> None:
-        """Weights for eval/next stage, then the resumable state. Rank 0 only; never non-finite weights."""
-        if not self.dist.is_main:
-            return
-        bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
-        if bad:
-            raise TrainingError(f"refusing to save non-finite weights ({bad[0]} and {len(bad) - 1} more) at step "
-                                f"{self.step}; last good checkpoint: {self.last_saved or 'none saved yet'}")
-        self._save_weights(self.paths.weights, val_loss)
-        self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
+        """Weights for eval/next stage, then the resumable state, written by rank 0 (never non-finite
+        weights); every rank waits until they are on disk, so none goes on, or exits, before."""
+        if self.dist.is_main:
+            bad = [name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+            if bad:
+                raise TrainingError(f"refusing to save non-finite weights ({bad[0]} and {len(bad) - 1} more) at "
+                                    f"step {self.step}; last good checkpoint: {self.last_saved or 'none saved yet'}")
+            self._save_weights(self.paths.weights, val_loss)
+            self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
+        barrier(long=True)
+        if not self.dist.is_main:  # every rank can name the state (rank 0's path: the out_dir is shared)
+            self.last_saved = str(self.paths.state(self.step))
 
     def _save_weights(self, path: Path, val_loss: float | None) -> None:
         if self.adapter_base is None:
@@ -266,7 +269,10 @@ class Trainer:
             self._save_weights(self.paths.milestone(self.milestones[step]), val_loss)
         if stop:
             self.save(val_loss)
-            raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus --resume")
+            raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus --resume"
+                                    if self.dist.is_main else "")
+        # Validation and saving are not training: the next row's throughput starts after them.
+        self._timer = time.perf_counter()
         return val_loss
 
     def _track_best(self, validation: dict) -> None:

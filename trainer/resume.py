@@ -28,12 +28,44 @@ def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identit
                "resume with the same value, or start a new run in another --out_dir")
         raise ValueError(f"--resume: --{key} was {was!r} in the saved run ({state['path']}) but is "
                          f"{is_now!r} now; {how}")
-    if state["world_size"] != world_size:
-        raise ValueError(f"--resume: the saved run used {state['world_size']} processes, this one {world_size}; "
-                         "the data shards would differ")
+    check_rows(state, cfg, world_size)
     if state["data_identity"] != data_identity:
         raise ValueError("--resume: the training data changed since the state was saved "
                          f"({state['data_identity']} -> {data_identity})")
+
+
+def check_rows(state: dict, cfg: TrainConfig, world_size: int) -> None:
+    """The rows of a step, across all processes, must stay what they were.
+
+    Every dataset here deals one seeded permutation per epoch out to the ranks (rank r takes
+    every world_size-th row), so the rows of step s are the same block of that permutation
+    whatever the number of processes: a run resumes exactly on another number of GPUs (a
+    preempted job that comes back smaller) when batch x accumulation x processes is unchanged.
+    Length-grouped batches (--packing group) are cut per micro-step, so there the rows of a
+    micro-step across processes (batch x processes) must be unchanged too."""
+    was, ws = state["config"], state["world_size"]
+    then_micro, now_micro = was["batch_size"] * ws, cfg.batch_size * world_size
+    then_step, now_step = then_micro * was["accumulation_steps"], now_micro * cfg.accumulation_steps
+    if then_step != now_step:
+        raise ValueError(f"--resume: a step was {then_step} rows (--batch_size {was['batch_size']} x "
+                         f"--accumulation_steps {was['accumulation_steps']} x {ws} process(es)) but would be "
+                         f"{now_step} now; keep batch x accumulation x processes at {then_step}")
+    if then_micro != now_micro and getattr(cfg, "packing", None) == "group":
+        raise ValueError(f"--resume with --packing group: a micro-step was {then_micro} rows across processes "
+                         f"(--batch_size {was['batch_size']} x {ws}); keep --batch_size x processes at {then_micro}")
+
+
+def elastic_batch(state_config: dict, state_world_size: int, world_size: int) -> tuple[int, int] | None:
+    """(batch_size, accumulation_steps) that keep a saved run's rows per step on another number of
+    processes: the same rows per micro-step when they divide evenly, else the same micro-batch with
+    more or fewer accumulation steps; None when no whole numbers do."""
+    batch, accumulation = state_config["batch_size"], state_config["accumulation_steps"]
+    if (batch * state_world_size) % world_size == 0:
+        return batch * state_world_size // world_size, accumulation
+    rows = batch * accumulation * state_world_size
+    if rows % (batch * world_size) == 0:
+        return batch, rows // (batch * world_size)
+    return None
 
 
 def _extends(was: int | None, now: int, state: dict) -> bool:

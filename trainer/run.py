@@ -12,26 +12,27 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from model import SpongeBob, checkpoint_tokenizer, file_sha256, load_model
-from model.lora import adapter_parameters, apply_lora, parse_targets
-from tokenizer import SpongeTokenizer, load_tokenizer, tokenizer_for
-from .checkpoints import RunPaths, list_states, move_aside
 from common.cli import shown_path
 from common.device import enable_tf32, pick_compile, pick_device, pick_dtype
 from common.stages import stage as stage_row
+from model import SpongeBob, checkpoint_tokenizer, file_sha256, load_model
+from model.lora import adapter_parameters, apply_lora, parse_targets
+from tokenizer import SpongeTokenizer, load_tokenizer, tokenizer_for
+from .checkpoints import RunPaths, list_states, move_aside, peek_latest_state
 from .checks import check_init_file, check_out_dir, check_seq_len, model_config
 from .config import ConfigError, TrainConfig, config_dict, parse_config
 from .contract import StageLoss, TrainData, hooks_of
-from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
+from .distributed import DistInfo, barrier, broadcast_ints, init_distributed, local_device, shutdown
 from .engine import Trainer, TrainingError
 from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
+from .resume import elastic_batch
 
 
 @dataclass
@@ -94,6 +95,9 @@ def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: 
     estimated peak memory would not fit this machine; one line says what changed and why."""
     plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
                      cfg.max_seq_len, dtype, available_bytes(device, local_world_size()))
+    # Rank 0 decides for all: ranks that saw different free memory must still run the same shapes.
+    batch, accumulation = broadcast_ints([plan.batch_size, plan.accumulation_steps])
+    plan = replace(plan, batch_size=batch, accumulation_steps=accumulation, changed=batch != cfg.batch_size)
     if plan.changed and dist.is_main:
         print(f"memory: --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len} would need about "
               f"{gb(estimate_for(cfg, model, dtype))} on {device} where {gb(plan.available)} is free: running "
@@ -170,6 +174,21 @@ def plan_time(trainer: Trainer, step_seconds: float) -> str:
     return line
 
 
+def resume_elsewhere(cfg: TrainConfig, paths: RunPaths, dist: DistInfo) -> None:
+    """A resume on another number of processes (a preempted job back on fewer GPUs): keep the rows
+    of a step, so the data order goes on exactly (trainer/resume.py, check_rows)."""
+    saved = peek_latest_state(paths)
+    if saved is None or saved["world_size"] == dist.world_size:
+        return
+    plan = elastic_batch(saved["config"], saved["world_size"], dist.world_size)
+    if plan is None:
+        return  # check_rows refuses it with the numbers
+    cfg.batch_size, cfg.accumulation_steps = plan
+    if dist.is_main:
+        print(f"--resume on {dist.world_size} process(es) (the run was saved on {saved['world_size']}): "
+              f"--batch_size {plan[0]} x --accumulation_steps {plan[1]}, the same rows per step")
+
+
 def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
     """A new run in a folder that holds another run's states: refuse, or with --overwrite move the
     old run aside. Two runs' states never mix, and pruning never deletes the other run's."""
@@ -180,7 +199,7 @@ def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
                          "earlier run is moved aside, not deleted), or use another --out_dir")
     if states and dist.is_main:
         print(f"--overwrite: the earlier {paths.stage} run is now in {move_aside(paths)}")
-    barrier()
+    barrier(long=True)
 
 
 def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None) -> None:
@@ -201,11 +220,13 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
     if not cfg.resume:
         fresh_start(paths, cfg.overwrite, dist)
     model = build_model(cfg, tok)
+    if cfg.resume:
+        resume_elsewhere(cfg, paths, dist)
     fit_memory(cfg, model, device, dtype, dist)
     loss_fn = build_loss(cfg, tok, device, model) if build_loss else None  # None: the model's own CE
     if dist.is_main:
         data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
-    barrier()
+    barrier(long=True)                      # (which may take longer than NCCL's timeout)
     if not dist.is_main:
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
     for hooks in hooks_of(data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
