@@ -153,3 +153,32 @@ def test_a_two_process_run_resumes_on_one_process(tmp_path):
                                          r"\(es\)\) but would be 6 now; keep batch x accumulation x processes at 8"):
         Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None, {"vocab_size": 6400},
                 "test", torch.device("cpu"), torch.float32, DistInfo())
+
+
+@__import__("pytest").mark.slow
+def test_two_nodes_on_localhost_train_and_resume_on_one(tmp_path):
+    """Multi-node as docs/training.md describes it: torchrun on each node with --nnodes 2, a
+    rendezvous address, and one --out_dir both can reach; then the run goes on on one process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from test_pretrain import write_corpus
+    repo = Path(__file__).resolve().parents[1]
+    data = write_corpus(tmp_path / "c.jsonl", n_docs=200)
+    port = free_port()
+    args = ["--data_path", str(data), "--preset", "spongebob-tiny", "--max_seq_len", "64", "--batch_size", "2",
+            "--accumulation_steps", "2", "--max_steps", "4", "--save_interval", "2", "--warmup_steps", "1",
+            "--eval_interval", "0", "--device", "cpu", "--out_dir", str(tmp_path / "shared")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port", str(port),
+                               str(repo / "pretrain.py"), *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    assert "2 process(es)" in outputs[0][0]
+    more = [sys.executable, str(repo / "pretrain.py"), *args, "--max_steps", "6", "--resume"]  # the last flag wins
+    done = subprocess.run(more, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--resume on 1 process(es) (the run was saved on 2): --batch_size 4 x --accumulation_steps 2" in done.stdout
+    assert read_checkpoint(tmp_path / "shared" / "pretrain.pth")["meta"]["step"] == 6
