@@ -31,15 +31,27 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+BATCH = 32  # windows scored in one forward
+
+
+def windows(ids: Sequence[int], context: int) -> list[list[int]]:
+    """ids cut into pieces of at most context + 1 tokens, each piece's last token the next one's first,
+    so every token after the first is predicted exactly once."""
+    return [list(ids[start:start + context + 1]) for start in range(0, len(ids) - 1, context)]
+
+
 @torch.no_grad()
-def sequence_nll(model: torch.nn.Module, ids: Sequence[int], context: int) -> float:
-    """Summed -ln p of ids[1:] given what precedes each, in windows of at most `context` inputs."""
-    total = 0.0
-    device = model_device(model)
-    for start in range(0, len(ids) - 1, context):
-        window = torch.tensor(ids[start:start + context + 1], device=device)
-        logits = model(window[None, :-1]).logits[0].float()
-        total += float(F.cross_entropy(logits, window[1:], reduction="sum"))
+def summed_nll(model: torch.nn.Module, pieces: Sequence[Sequence[int]]) -> float:
+    """Summed -ln p of every piece's tokens after its first, BATCH pieces right-padded per forward
+    (causal attention: the padding after a piece changes nothing in it, and its targets are ignored)."""
+    total, device = 0.0, model_device(model)
+    for start in range(0, len(pieces), BATCH):
+        chunk = pieces[start:start + BATCH]
+        width = max(len(p) for p in chunk)
+        inputs = torch.tensor([p[:-1] + [0] * (width - len(p)) for p in chunk], device=device)
+        targets = torch.tensor([p[1:] + [-100] * (width - len(p)) for p in chunk], device=device)
+        logits = model(inputs).logits.float()
+        total += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"))
     return total
 
 
@@ -48,8 +60,8 @@ def bits_per_byte(model: torch.nn.Module, token_lists: Sequence[Sequence[int]], 
     """sum of every list's NLL (its first id is the <|endoftext|> that starts it) / (ln 2 * n_bytes)."""
     if n_bytes <= 0:
         raise ValueError("bits per byte needs at least one byte of text")
-    nats = sum(sequence_nll(model, ids, context) for ids in token_lists)
-    return nats / (math.log(2) * n_bytes)
+    pieces = [w for ids in token_lists for w in windows(ids, context)]
+    return summed_nll(model, pieces) / (math.log(2) * n_bytes)
 
 
 def text_bits_per_byte(model: torch.nn.Module, tok, texts: Sequence[str]) -> float:

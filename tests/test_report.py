@@ -49,6 +49,17 @@ def test_bits_per_byte_by_hand(context):
     assert bits_per_byte(model, [[0, 1, 3, 2]], 5, context) == pytest.approx(nats / (math.log(2) * 5))
 
 
+def test_lists_of_unequal_length_batch_like_one_at_a_time(tok, tmp_path):
+    stub = Bigram(AFTER_ONE)
+    both = -(2 * math.log(0.25) + math.log(0.4) + math.log(0.25) + math.log(0.1)) / (math.log(2) * 9)
+    assert bits_per_byte(stub, [[0, 1, 3, 2], [0, 1, 0]], 9, 4) == pytest.approx(both)  # 0->1, 1->0: .25 * .1
+    model, _ = save_tiny(tmp_path / "t.pth", tok, {})  # a real model: right padding must change nothing
+    texts = ["海绵宝宝住在菠萝屋里。", "派大星有八个贝壳，海绵宝宝有两个贝壳，派大星的贝壳多。"]
+    sizes = [len(t.encode()) for t in texts]
+    alone = sum(text_bits_per_byte(model, tok, [t]) * n for t, n in zip(texts, sizes)) / sum(sizes)
+    assert text_bits_per_byte(model, tok, texts) == pytest.approx(alone, rel=1e-5)
+
+
 def test_uniform_model_costs_log2_vocab_per_token(tok):
     vocab = len(tok)
     model = Bigram([[1.0 / vocab] * vocab] * vocab)
