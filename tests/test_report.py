@@ -15,6 +15,7 @@ from evaluation.bpb import bits_per_byte, text_bits_per_byte, worked_problem_tex
 from evaluation.math_data import MathProblem, equation_value, iter_math
 from evaluation.math_eval import evaluate_math, pass_at_k, wilson_interval
 from evaluation.mc import iter_questions, option_logprobs, pick
+from evaluation.report_plot import plot_report
 from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
 
@@ -159,14 +160,17 @@ def two_stages(tmp_path, tok, monkeypatch):
 
 def test_the_report_bars(two_stages, capsys):
     out, mc, math_file = two_stages
+    chat = write(out / "chat.jsonl", json.dumps({"conversations": [{"role": "user", "content": "你好"},
+                                                                  {"role": "assistant", "content": "你好！"}]}) + "\n")
     argv = ["--out_dir", str(out), "--mc_file", str(mc), "--math_file", str(math_file), "--max_samples", "4",
-            "--max_new_tokens", "4", "--device", "cpu"]
+            "--max_new_tokens", "4", "--device", "cpu", "--chat_file", str(chat)]
     assert report.main(argv) == 0
     text = (out / "report.md").read_text(encoding="utf-8")
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
     assert set(rows) == {"stage", "pretrain", "distill"}
     assert "MC acc %" in rows["stage"] and "math acc %" in rows["stage"] and "text bits/byte" in rows["stage"]
-    assert rows["pretrain"].count("—") == 3 and "—" not in rows["distill"]  # math and pref: not for pretrain
+    assert "chat BLEU-4" in rows["stage"]
+    assert rows["pretrain"].count("—") == 5 and "—" not in rows["distill"]  # math, chat, pref: not for pretrain
     assert "python -m evaluation.report " + " ".join(argv) in text
     assert f"{math_file}: 4 problems" in text and f"{mc}: 4 questions" in text
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
@@ -187,3 +191,18 @@ def test_a_malformed_mc_file_is_one_line_and_exit_2(two_stages, capsys):
 def test_no_checkpoint_is_one_line(tmp_path, capsys):
     assert report.main(["--out_dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: no stage checkpoint")
+
+
+def test_no_matplotlib_is_one_line_and_no_image(tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    why = plot_report(tmp_path / "report.png", ["sft"], [("pref", "pref %")], {"sft": {"pref": 50.0}}, {}, {"pref"})
+    assert why.startswith("matplotlib is not installed") and "\n" not in why
+    assert not (tmp_path / "report.png").exists()
