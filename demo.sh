@@ -44,3 +44,6 @@ done
 stage grpo.py
 echo "== eval_model.py --model_mode 5 (GRPO) on the same 100 held-out problems =="
 reasoning_eval 5
+
+echo "== every stage on the same held-out sets: $OUT/report.md and $OUT/report.png (docs/report.md) =="
+"$PYTHON" -m evaluation.report --out_dir "$OUT" --max_samples 100

@@ -12,6 +12,9 @@ model and under a reference (DPO's starting point). Reported:
   reward accuracy    share of pairs with beta * [(log pi(c) - log ref(c)) - (log pi(r) - log ref(r))] > 0:
                      DPO's own implicit reward (rewards/accuracies in training); 0 for the reference itself
   reward margin      the mean of that bracket times beta (rewards/margins)
+
+With reference=None (the report's reference-free view) the reference is not run
+and the two reward figures are None.
 """
 from __future__ import annotations
 
@@ -39,7 +42,7 @@ def reply_logps(model: SpongeBob, tok: SpongeTokenizer, messages: list[dict]) ->
     return float(logp.sum()), int((t != IGNORE_INDEX).sum())
 
 
-def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer, path: Path, beta: float,
+def evaluate_pairs(model: SpongeBob, reference: SpongeBob | None, tok: SpongeTokenizer, path: Path, beta: float,
                    data_format: str | None = None, skip: SkipStats | None = None,
                    max_samples: int | None = None) -> dict:
     limit = model.config.max_position_embeddings
@@ -50,7 +53,8 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
         if any(len(tok.apply_chat_template(c, tokenize=True)) > limit for c in convs):
             continue  # longer than the model's context: not scorable
         (pc, nc), (pr, nr) = (reply_logps(model, tok, c) for c in convs)
-        (rc, _), (rr, _) = (reply_logps(reference, tok, c) for c in convs)
+        (rc, _), (rr, _) = (reply_logps(reference, tok, c) for c in convs) if reference is not None \
+            else ((0.0, 0), (0.0, 0))
         delta = beta * ((pc - rc) - (pr - rr))
         n += 1
         likelier += pc > pr
@@ -60,8 +64,10 @@ def evaluate_pairs(model: SpongeBob, reference: SpongeBob, tok: SpongeTokenizer,
         if max_samples and n >= max_samples:
             break
     per_pair = max(n, 1)
+    rewards = reference is not None
     return {"pairs": n, "chosen_likelier": likelier / per_pair, "chosen_preferred": preferred / per_pair,
-            "reward_accuracy": rewarded / per_pair, "reward_margin": margin / per_pair,
+            "reward_accuracy": rewarded / per_pair if rewards else None,
+            "reward_margin": margin / per_pair if rewards else None,
             "logps_chosen": chosen_sum / per_pair, "logps_rejected": rejected_sum / per_pair}
 
 
