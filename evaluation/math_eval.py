@@ -6,17 +6,13 @@ project's one matcher (common/reasoning.py, through reasoning_metrics.py):
 accuracy reads even a malformed reply's answer, compliance checks the
 <think>...</think><answer>...</answer> format.
 
-pass@k. With --samples n, every problem is also answered n times at temperature 1;
-with c of them correct, pass@k = 1 - C(n-c, k) / C(n, k) (Chen et al. 2021: the
-unbiased estimate of "at least one of k tries is right"), averaged over problems.
-
-Intervals. Accuracies come with a 95% Wilson score interval, which unlike the
-normal approximation stays inside [0, 1] and is honest at the small n of a demo:
-at n = 100 an accuracy of 30% means anything from about 22% to 40%.
+pass@k. With --samples n, every problem is also answered n times at temperature 1,
+and pass@k and the 95% Wilson intervals are evaluation/pass_at_k.py's (the same as
+eval_model.py --samples): at n = 100 an accuracy of 30% means anything from about 22%
+to 40%.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -26,29 +22,10 @@ from inference.batch import generate_batch
 from inference.generate import SamplingConfig
 from .bpb import model_device
 from .math_data import MathProblem
+from .pass_at_k import pass_at_k, wilson
 from .reasoning_metrics import score_replies
 
 BATCH = 64  # sequences decoded together
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion, as fractions; (0, 1) when n is 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """1 - C(n-c, k) / C(n, k): the chance that k of the n samples, drawn without replacement, hold a right one."""
-    if not 0 < k <= n:
-        raise ValueError(f"pass@k needs 0 < k <= n, got k={k}, n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
 def generate_replies(model, tok, prompts: list[list[int]], sampling: SamplingConfig,
@@ -75,8 +52,8 @@ def evaluate_math(model, tok, problems: Sequence[MathProblem], max_new_tokens: i
     scores = score_replies(generate_replies(model, tok, prompts, greedy, [None] * len(prompts)), golds, count)
     n = scores["n"]
     right, compliant = round(scores["accuracy"] * n / 100), round(scores["compliance"] * n / 100)
-    report = {"n": n, "accuracy": right / max(n, 1), "accuracy_ci": wilson_interval(right, n),
-              "compliance": compliant / max(n, 1), "compliance_ci": wilson_interval(compliant, n)}
+    report = {"n": n, "accuracy": right / max(n, 1), "accuracy_ci": wilson(right / max(n, 1), n),
+              "compliance": compliant / max(n, 1), "compliance_ci": wilson(compliant / max(n, 1), n)}
     if samples > 0:
         k = pass_k or samples
         warm = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0)

@@ -13,7 +13,8 @@ from dataset.readers import DataError
 from evaluation import report
 from evaluation.bpb import bits_per_byte, text_bits_per_byte, worked_problem_text
 from evaluation.math_data import MathProblem, equation_value, iter_math
-from evaluation.math_eval import evaluate_math, pass_at_k, wilson_interval
+from evaluation.math_eval import evaluate_math
+from evaluation.pass_at_k import pass_at_k, wilson
 from evaluation.mc import iter_questions, option_logprobs, pick
 from evaluation.report_plot import plot_report
 from test_eval_model import save_tiny
@@ -120,8 +121,8 @@ def test_pass_at_k_and_wilson_by_hand():
     assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)   # 1 - C(3,2)/C(5,2)
     assert pass_at_k(5, 0, 3) == 0.0 and pass_at_k(5, 3, 3) == 1.0
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
-    assert wilson_interval(0, 4) == pytest.approx((0.0, 0.4899), abs=1e-4)
-    assert wilson_interval(30, 100) == pytest.approx((0.2189, 0.3958), abs=1e-4)
+    assert wilson(0.0, 4) == pytest.approx((0.0, 0.4899), abs=1e-4)
+    assert wilson(0.30, 100) == pytest.approx((0.2189, 0.3958), abs=1e-4)
 
 
 def test_math_scores_scripted_replies(monkeypatch, tok):
