@@ -1,14 +1,10 @@
 """Try a trained model: `python eval_model.py --model_mode 0` continues your text.
 
-Model modes (which stage's checkpoint is loaded from --out_dir, `out` by default;
---ckpt loads another file):
-  0  pretrain   <out_dir>/pretrain.pth   continues prompts as raw text
-  1  sft        <out_dir>/sft.pth        chat
-  2  distill    <out_dir>/distill.pth    chat that thinks: the thinking is shown dimmed (labelled
-                                         [思考] when not on a terminal), then the answer; --hide_think
-  3  sft_long   <out_dir>/sft_long.pth   chat with longer context
-  4  dpo        <out_dir>/dpo.pth        chat, after preference optimisation
-  5  grpo       <out_dir>/grpo.pth       chat that thinks, after reinforcement learning (as mode 2)
+Model modes: which stage's checkpoint is loaded from --out_dir (`out` by default;
+--ckpt loads another file), by number or by name (--model_mode sft); the table of
+stages (common/stages.py) is printed at the end of this help. The pretrained model
+continues prompts as raw text; the others chat, and a model that thinks shows its
+thinking dimmed (labelled [思考] when not on a terminal), then the answer (--hide_think).
 
 Where the prompts come from (mode 0):
   --prompt TEXT    that one prompt: prints the prompt, then streams its continuation
@@ -17,7 +13,7 @@ Where the prompts come from (mode 0):
   a pipe or file   one prompt per non-empty line, answered in order, one JSON
                    line each: {"prompt": ..., "continuation": ...}
 
-Chat (modes 1-3) keeps the last --history_turns exchanges and an optional --system prompt:
+Chat (every mode but 0) keeps the last --history_turns exchanges and an optional --system prompt:
   --prompt TEXT    one user turn: prints the reply
   a terminal       a conversation; /help, /clear forgets it, /exit or Ctrl-D quits,
                    Ctrl-C stops a reply
@@ -57,6 +53,7 @@ from dataset.preference import PREF_FORMATS
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
 from inference.generate import SamplingConfig, default_repetition_penalty, generate
+from common.stages import STAGES
 from inference.loading import MODES_HELP, UserError, load, mode_number, mode_stage
 from inference.streaming import stream_text
 from inference.think_split import ANSWER, ThinkSplitter
@@ -68,7 +65,9 @@ PROMPT_MARKER = "> "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    modes = "\n".join(f"  {s.mode}  {s.name:<10} <out_dir>/{s.checkpoint:<14} {s.what}" for s in STAGES)
+    p = OneLineParser(description=__doc__, epilog="model modes:\n" + modes,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tokenizer_dir", default=None,
                    help="the tokenizer the model was trained with (default: the one its checkpoint records, "
                         "else the shipped one)")
