@@ -20,6 +20,7 @@ emulated, and emulated bf16 is slower than fp16 (and on a CPU, than fp32).
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import shutil
 import sys
@@ -35,12 +36,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # specific names first (an H100 PCIe card's name also contains "H100"). GeForce cards
 # run fp32-accumulate at half their fp16-accumulate rate, which is the figure usually quoted.
 PEAK_FLOPS: list[tuple[str, float]] = [
-    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200", 989e12), ("H100", 989e12),
+    ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200 NVL", 835e12), ("H200", 989e12),
+    ("H100", 989e12),
     ("H800 PCIe", 756e12), ("H800", 989e12), ("A100", 312e12), ("A800", 312e12),
     ("L40S", 362e12), ("L4", 121e12),
     ("RTX 4090", 165.2e12), ("RTX 3090 Ti", 40e12), ("RTX 3090", 35.6e12),
     ("V100", 125e12), ("T4", 65e12),
 ]
+TRITON_MIN_CAPABILITY = 7  # Triton (inductor's GPU code generator) needs Volta or newer; Pascal is 6.x
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -109,12 +112,17 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def pick_compile(wanted: bool | None, device: torch.device) -> bool:
-    """--compile: on by default on CUDA; an explicit request where it cannot work is an error."""
+    """--compile: on by default on CUDA; an explicit request where it cannot work is an error.
+    Where the default cannot work on a GPU it is turned off with one line saying why."""
     if wanted is False or (wanted is None and device.type != "cuda"):
         return False
     missing = compile_blocker(device)
     if missing and wanted:
         raise ValueError(f"--compile true: torch.compile cannot work here ({missing}); use --compile false")
+    if missing:
+        print(f"compile: off ({missing})", flush=True)
+    if missing is None:
+        warn_on_recompile_limit()
     return missing is None
 
 
@@ -123,6 +131,10 @@ def compile_blocker(device: torch.device) -> str | None:
     if sys.platform == "win32":
         return "torch.compile is not supported on Windows"
     if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < TRITON_MIN_CAPABILITY:  # inductor would raise GPUTooOldForTriton at the first step
+            return (f"{torch.cuda.get_device_name(device)} has compute capability {major}.{minor}; "
+                    f"Triton needs {TRITON_MIN_CAPABILITY}.0 or newer")
         try:
             import triton  # noqa: F401  (inductor's GPU kernels are written in Triton)
         except ImportError:
@@ -133,6 +145,30 @@ def compile_blocker(device: torch.device) -> str | None:
     if device.type == "mps":
         return "inductor does not support Apple MPS well enough to train"
     return None
+
+
+class _RecompileLimitLine(logging.Filter):
+    """Turns dynamo's multi-line 'hit config.recompile_limit' warning into one line, printed once:
+    past the limit the function runs uncompiled for the rest of the run, which is easy to miss."""
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("torch._dynamo hit config."):
+            return True
+        if not _RecompileLimitLine.said:
+            _RecompileLimitLine.said = True
+            limit, value, where, reason = (list(record.args or ()) + ["?"] * 4)[:4]
+            print(f"warning: torch.compile hit its {limit} ({value}) in {where}; it runs uncompiled from now on "
+                  f"(last reason: {str(reason).strip().splitlines()[0] if str(reason).strip() else '?'}; "
+                  "TORCH_LOGS=recompiles lists them all)", file=sys.stderr, flush=True)
+        return False
+
+
+def warn_on_recompile_limit() -> None:
+    """Say in one line when dynamo gives up compiling a function (idempotent)."""
+    logger = logging.getLogger("torch._dynamo.convert_frame")
+    if not any(isinstance(f, _RecompileLimitLine) for f in logger.filters):
+        logger.addFilter(_RecompileLimitLine())
 
 
 def enable_tf32(device: torch.device) -> None:

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100  # targets with this value get no loss (prompt tokens, padding)
-CHUNK_POSITIONS = 4096  # logits of at most this many positions exist at once (4096 x 6400 fp32 = 105 MB)
+CHUNK_POSITIONS = 4096  # eager: logits of at most this many positions exist at once (4096 x 6400 fp32 = 105 MB)
+COMPILED_CHUNKS = 16    # compiled: always this many chunks (84 x 512 positions -> 2,688 each, 69 MB)
 
 
 def _token_weights(targets: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -57,6 +58,18 @@ def token_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor
     return _reduce((ce * w).sum(), w, reduction)
 
 
+def n_chunks(positions: int) -> int:
+    """How many chunks the loss takes `positions` in. Eager: enough for CHUNK_POSITIONS each.
+    Under torch.compile: always COMPILED_CHUNKS. A count read from the size would be a Python
+    int that dynamo specialises on (it guards on the exact size to unroll the loop), so every
+    new batch width -- common with --packing none|group -- would compile anew until dynamo's
+    recompile limit, after which the step silently runs eager. A fixed count keeps the size
+    symbolic: one graph serves every width."""
+    if torch.compiler.is_compiling():
+        return COMPILED_CHUNKS
+    return max(1, -(-positions // CHUNK_POSITIONS))
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """sum_t w_t * CE(h_t @ W^T, y_t), with its gradients computed chunk by chunk in forward.
     The matmuls run in `dtype` (the autocast dtype, or fp32); the gradients come back in the
@@ -65,13 +78,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, head: torch.Tensor, targets: torch.Tensor,  # type: ignore[override]
                 w: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # Pad the positions to k equal chunks and view them as (k, size, dim): the padding has
+        # weight 0, so it adds exactly 0 to the loss and to the head's gradient, and its rows of
+        # the hidden gradient are cut off below. No slice bound depends on the size, so under
+        # compile nothing is specialised (see n_chunks).
+        n, k = hidden.size(0), n_chunks(hidden.size(0))
+        size = (n + k - 1) // k
+        pad = k * size - n
+        hidden_k = F.pad(hidden, (0, 0, 0, pad)).view(k, size, hidden.size(1))
+        targets_k = F.pad(targets.clamp(min=0), (0, pad)).view(k, size)
+        w_k = F.pad(w, (0, pad)).view(k, size)
         head_c = head.to(dtype)
-        grad_hidden = torch.empty_like(hidden)
+        grad_hidden = torch.empty_like(hidden_k)
         grad_head = torch.zeros(head.shape, dtype=torch.float32, device=head.device)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, hidden.size(0), CHUNK_POSITIONS):
-            end = start + CHUNK_POSITIONS
-            h, y, wt = hidden[start:end].to(dtype), targets[start:end].clamp(min=0), w[start:end]
+        for i in range(k):
+            h, y, wt = hidden_k[i].to(dtype), targets_k[i], w_k[i]
             logits = (h @ head_c.t()).float()
             log_z = torch.logsumexp(logits, dim=-1)
             picked = logits.gather(1, y.unsqueeze(1)).squeeze(1)
@@ -80,9 +102,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad = torch.softmax(logits, dim=-1)
             grad.scatter_add_(1, y.unsqueeze(1), torch.full_like(picked, -1.0).unsqueeze(1))
             grad = (grad * wt.unsqueeze(1)).to(dtype)
-            grad_hidden[start:end] = (grad @ head_c).to(hidden.dtype)
+            grad_hidden[i] = (grad @ head_c).to(hidden.dtype)
             grad_head += (grad.t() @ h).float()
-        ctx.save_for_backward(grad_hidden, grad_head.to(head.dtype))
+        ctx.save_for_backward(grad_hidden.view(k * size, -1).narrow(0, 0, n), grad_head.to(head.dtype))
         return total
 
     @staticmethod

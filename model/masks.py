@@ -66,11 +66,20 @@ def is_block_mask(mask: Any) -> bool:
     return BlockMask is not None and isinstance(mask, BlockMask)
 
 
+def compile_flex(backend: str = "inductor") -> Any:
+    """flex_attention compiled with dynamic shapes left to dynamo (dynamic=None): the first shape
+    compiles static, a new row count or width recompiles once with that size symbolic, and that
+    graph serves every later shape. dynamic=False compiled every new shape anew, and packed
+    batches change their row count often: past dynamo's recompile limit (8) flex ran its eager
+    reference, which materialises the scores."""
+    return torch.compile(flex_attention, dynamic=None, backend=backend)
+
+
 def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any) -> torch.Tensor:
     """FlexAttention with GQA, compiled once (in eager mode flex is a slow reference implementation)."""
     global _compiled_flex
     if q.device.type != "cuda":  # CPU tests run the reference implementation
         return flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
     if _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        _compiled_flex = compile_flex()
     return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=True)

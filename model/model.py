@@ -22,7 +22,8 @@ if TYPE_CHECKING:  # the cache belongs to generation (inference/); the network o
     from inference.kv_cache import KVCache
 
 # enable_gqa lets SDPA read each key/value head for its group of query heads in place (torch >= 2.5);
-# older versions get the same grouping by copying K/V with repeat_interleave, as HF's repeat_kv does.
+# older versions, and CUDA cases where only a copy reaches a fast kernel (expand_kv), get the same
+# grouping by copying K/V with repeat_interleave, as HF's repeat_kv does.
 SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
 
 
@@ -113,11 +114,36 @@ class Attention(nn.Module):
         A FlexAttention BlockMask goes to flex_attention instead (packed rows on CUDA)."""
         if is_block_mask(mask):
             return flex(q, k, v, mask)
-        if SDPA_GQA:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
-        n_rep = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return sdpa(q, k, v, mask, is_causal)
+
+
+def expand_kv(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Whether to copy each K/V head for its group of query heads before SDPA rather than pass enable_gqa.
+
+    On CUDA only the flash kernel reads grouped K/V in place, and flash needs compute capability
+    8.0+, fp16/bf16 and no mask. Anywhere else enable_gqa=True sends SDPA to its math kernel,
+    which materialises the scores, while with expanded K/V the memory-efficient kernel runs (it
+    takes masks and fp32). Decided from the device, dtype and mask alone: no host sync, and the
+    capability is constant-folded under torch.compile. CPUs keep enable_gqa (their kernel takes it)."""
+    if not SDPA_GQA:
+        return True
+    if q.device.type != "cuda":
+        return False
+    return (mask is not None or q.dtype not in (torch.float16, torch.bfloat16)
+            or torch.cuda.get_device_properties(q.device).major < 8)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+         is_causal: bool = False, expand: bool | None = None) -> torch.Tensor:
+    """Scaled dot-product attention over (B, heads, T, head_dim), K/V with fewer heads than q (GQA).
+    expand: copy K/V per query head (True) or let SDPA group them (False); None decides (expand_kv)."""
+    if expand is None:
+        expand = expand_kv(q, mask)
+    if not expand:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+    n_rep = q.size(1) // k.size(1)  # as HF's repeat_kv
+    k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
 class SwiGLU(nn.Module):

@@ -38,6 +38,7 @@ def test_gpus_get_bf16_from_ampere_on_and_fp16_before(monkeypatch, capability, n
 
 @pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
                                        ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200", 989e12),
+                                       ("NVIDIA H200 NVL", 835e12),
                                        ("NVIDIA A100-SXM4-40GB", 312e12), ("NVIDIA GeForce RTX 4090", 165.2e12),
                                        ("NVIDIA GeForce RTX 3090", 35.6e12), ("NVIDIA GeForce RTX 3090 Ti", 40e12),
                                        ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("NVIDIA L40", None),

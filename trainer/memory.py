@@ -8,7 +8,7 @@ the peak of one training step:
     weights + gradients + AdamW's two moments      16 bytes per parameter (all fp32)
   + autocast's low-precision copies of the weights  2 bytes per parameter (bf16/fp16 only)
   + activations kept for the backward pass           per token: layers x (dim + ffn) x k bytes
-  + one chunk of the loss's logits (model/loss.py)  at most 4,096 positions x vocab x 8 bytes
+  + one chunk of the loss's logits (model/loss.py)  4,096 positions (compiled: 1/16 of them) x vocab x 8 bytes
 
 k was measured (bench/bench_memory.py): the peak RSS of real engine steps on a CPU
 over several batch sizes of two model shapes is within 3% of k = 29 (fp32) and
@@ -30,12 +30,12 @@ from pathlib import Path
 import torch
 
 from model import ModelConfig
+from model.loss import CHUNK_POSITIONS, COMPILED_CHUNKS
 
 # Fitted to measured peaks (bench/bench_memory.py; bench/LOG.md "Memory estimate"): bytes kept for the
 # backward pass per token, per layer, per unit of (dim + ffn). Part of it stays fp32 under autocast
 # (the residual stream, the norms), hence less than half of fp32's in bf16.
 ACT_BYTES = {torch.float32: 29.0, torch.bfloat16: 23.0, torch.float16: 23.0}
-LOSS_CHUNK = 4096     # positions whose logits exist at once in the chunked loss
 OVERHEAD = 400e6      # the interpreter, torch's own allocations, the tokenizer
 HEADROOM = 0.85       # use at most this share of the memory that is free
 
@@ -60,21 +60,54 @@ def estimate_peak_bytes(cfg: ModelConfig, n_params: int, batch_size: int, seq_le
     static = n_params * (16 + (2 if half else 0))
     tokens = batch_size * seq_len
     activations = tokens * cfg.n_layers * (cfg.dim + cfg.hidden_dim) * ACT_BYTES[dtype]
-    loss_chunk = min(tokens, LOSS_CHUNK) * cfg.vocab_size * 8
+    # One chunk of the loss's logits (model/loss.py): 4,096 positions eagerly, a 16th of them compiled.
+    loss_chunk = max(min(tokens, CHUNK_POSITIONS), -(-tokens // COMPILED_CHUNKS)) * cfg.vocab_size * 8
     return static + activations + loss_chunk + OVERHEAD
 
 
-def _cgroup_free() -> float | None:
-    """Memory left under a cgroup v2/v1 limit (containers, CI runners), or None when unlimited."""
-    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            cap, used = Path(limit).read_text().strip(), Path(usage).read_text().strip()
-        except OSError:
-            continue
-        if cap.isdigit() and int(cap) < 1 << 60:
-            return float(int(cap) - int(used))
+# (limit file, usage file) per cgroup version; v1 keeps the memory controller in its own hierarchy.
+CGROUP_FILES = {2: ("memory.max", "memory.current"), 1: ("memory.limit_in_bytes", "memory.usage_in_bytes")}
+
+
+def _own_cgroup(proc_cgroup: Path) -> tuple[int, str] | None:
+    """(version, path) of this process's memory cgroup, from /proc/self/cgroup: '0::/path' on v2,
+    'N:...memory...:/path' on v1. Under Slurm or systemd-run the path is nested below the mount root."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if "memory" in controllers.split(","):
+            return 1, path
+    for line in lines:
+        if line.startswith("0::"):
+            return 2, line[3:]
     return None
+
+
+def _cgroup_free(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 mount: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """Memory left under the tightest cgroup limit around this process (containers, CI runners, Slurm
+    jobs), or None when unlimited. A limit anywhere from its own cgroup up to the root applies, so each
+    level is read and the least room left wins; a level not visible in the mount is skipped."""
+    own = _own_cgroup(proc_cgroup)
+    version, path = own if own else (2 if (mount / "memory.max").exists() else 1, "/")
+    base = mount if version == 2 else mount / "memory"
+    limit_name, usage_name = CGROUP_FILES[version]
+    level = base / path.strip("/") if path.strip("/") else base
+    free: float | None = None
+    while True:
+        try:
+            cap, used = (level / limit_name).read_text().strip(), (level / usage_name).read_text().strip()
+            if cap.isdigit() and int(cap) < 1 << 60:
+                room = float(int(cap) - int(used))
+                free = room if free is None else min(free, room)
+        except (OSError, ValueError):
+            pass
+        if level == base or base not in level.parents:
+            return free
+        level = level.parent
 
 
 def available_bytes(device: torch.device, local_processes: int = 1) -> float | None:
