@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole demo chain on the built-in data (no download, no GPU needed):
 #   pretrain -> sft -> sft_long -> distill, then the SFT-only model (sft_long) and
-#   the distilled model answer the same held-out reasoning problems;
+#   the distilled model answer held-out reasoning problems (the distilled one greedy
+#   and 8 times sampled: pass@k, with intervals);
 #   dpo (from sft), then the SFT and the DPO model rank held-out preference pairs;
-#   grpo (from distill), then the GRPO model answers the held-out problems.
+#   grpo (from distill), then the GRPO model answers the same held-out problems;
+#   last, the report of every stage side by side (python -m evaluation.report).
 # Each stage starts from the one before in out/ (OUT_DIR to change it). Set PYTHON
 # to use another interpreter than the project's .venv.
 set -euo pipefail
@@ -22,28 +24,30 @@ stage sft.py
 stage sft_long.py
 stage distill.py
 
-# Held-out sets that no training set contains (dataset/demo/): 200 problems the
+# Held-out sets that no training set contains (dataset/demo/): 500 problems the
 # r1 set never asks, and 200 preference pairs that the dpo set does not hold.
 "$PYTHON" -m dataset.demo --kind r1_test --samples 0
 "$PYTHON" -m dataset.demo --kind dpo_test --samples 0
-reasoning_eval() {  # reasoning_eval MODE: greedy answers to the first 100 held-out problems
-  "$PYTHON" eval_model.py --model_mode "$1" --out_dir "$OUT" --eval_file out/demo/r1_test.jsonl \
-    --max_samples 100 --max_new_tokens 160 --out "$OUT/eval/r1_test.mode$1.jsonl"
+reasoning_eval() {  # reasoning_eval MODE N [flags]: greedy answers to the first N held-out problems
+  local mode=$1 n=$2
+  shift 2
+  "$PYTHON" eval_model.py --model_mode "$mode" --out_dir "$OUT" --eval_file out/demo/r1_test.jsonl \
+    --max_samples "$n" --max_new_tokens 160 --out "$OUT/eval/r1_test.$mode.jsonl" "$@"
 }
-for mode in 3 2; do
-  echo "== eval_model.py --model_mode $mode (3: SFT only, 2: distilled) on 100 held-out problems =="
-  reasoning_eval "$mode"
-done
+echo "== eval_model.py --model_mode sft_long (SFT only: it never thinks) on 100 held-out problems =="
+reasoning_eval sft_long 100
+echo "== eval_model.py --model_mode distill on 400 held-out problems: greedy, then pass@k of 8 samples =="
+reasoning_eval distill 400 --samples 8
 
 stage dpo.py
-for mode in 1 4; do
-  echo "== eval_model.py --model_mode $mode (1: SFT, 4: DPO) on 200 held-out preference pairs =="
+for mode in sft dpo; do
+  echo "== eval_model.py --model_mode $mode on 200 held-out preference pairs =="
   "$PYTHON" eval_model.py --model_mode "$mode" --out_dir "$OUT" --eval_file out/demo/dpo_test.jsonl
 done
 
 stage grpo.py
-echo "== eval_model.py --model_mode 5 (GRPO) on the same 100 held-out problems =="
-reasoning_eval 5
+echo "== eval_model.py --model_mode grpo on the same 400 held-out problems: greedy, then pass@k of 8 samples =="
+reasoning_eval grpo 400 --samples 8
 
 echo "== every stage on the same held-out sets: $OUT/report.md and $OUT/report.png (docs/report.md) =="
 "$PYTHON" -m evaluation.report --out_dir "$OUT" --max_samples 100

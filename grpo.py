@@ -86,6 +86,9 @@ class GRPOConfig(ChatConfig):
                                  check=lambda v: _weights_problem(v))
     scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO, "
                                        "advantage = reward - group mean)")
+    negative_advantages: bool = option(True, "also push down completions worse than their group's mean (false: "
+                                             "learn only from the better ones, a filtered behaviour cloning that "
+                                             "is stabler for a small model)")
     dynamic_sampling: bool = option(False, "train only on groups whose correctness differs (0 < right < G, DAPO): "
                                            "a group all right or all wrong teaches nothing about answers, and "
                                            "its partial rewards (format, arithmetic) would be all it teaches")
@@ -287,6 +290,8 @@ class RolloutData(Hooks):
         right = torch.tensor([accuracy_reward(t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
         right = right.view(-1, G).sum(dim=1)  # right answers per group, whatever the reward weights
         advantages = group_advantages(rewards, cfg.scale_rewards)
+        if not cfg.negative_advantages:
+            advantages = advantages.clamp(min=0)
         keep = (right > 0) & (right < G) if cfg.dynamic_sampling else torch.ones_like(right, dtype=torch.bool)
         self._record(scores, rewards, seqs, right, advantages, keep)
         return self._rows(prompts, seqs, advantages.view(-1), keep.repeat_interleave(G))

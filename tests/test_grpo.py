@@ -269,6 +269,18 @@ def test_the_best_validation_becomes_the_weights_with_keep_best(tmp_path, monkey
     assert (tmp_path / "grpo.pth").read_bytes() == saved[("grpo.pth", 2)] != saved[("grpo.pth", 3)]
 
 
+def test_held_out_evaluation_is_shared_out_over_ranks(monkeypatch):
+    tok = load_tokenizer()
+    problems = [PROBLEM] * 5
+    evaluation = ProblemEval(problems, tok, 16, rank=1, world_size=2)
+    assert len(evaluation.mine) == 2  # problems 1 and 3 of 0..4
+    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, [GOOD, GOOD.replace("17", "16")]))
+    # The other rank answered its 3 problems: 3 right, 2 compliant; the sum is over all 5.
+    monkeypatch.setattr(grpo, "all_reduce_sum", lambda t: t + torch.tensor([3.0, 2.0, 3.0]))
+    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+    assert result == {"val_accuracy": 4 / 5, "val_compliance": 4 / 5}
+
+
 def test_the_reference_never_changes(tmp_path):
     tok = load_tokenizer()
     torch.manual_seed(0)

@@ -1,4 +1,5 @@
 """The engine: accumulation scaling, exact resume, schedule, config errors."""
+import json
 import math
 
 import pytest
@@ -203,3 +204,21 @@ def test_metrics_rows_and_milestones(tmp_path):
     assert sorted(p.name for p in (tmp_path / "test" / "milestones").iterdir()) == \
         ["test_epoch0.5.pth", "test_epoch1.5.pth"]
     assert (tmp_path / "test.pth").is_file()
+
+
+def test_validation_time_is_not_counted_as_training_throughput(tmp_path):
+    import time
+    from trainer.contract import Validator
+
+    class SlowValidation(Validator):
+        def evaluate(self, model, device, dtype):
+            time.sleep(0.5)
+            return {"val_accuracy": 0.0}
+    t = make_trainer(tmp_path, SyntheticRows(), max_steps=3, eval_interval=1, log_interval=1)
+    t.val_data = SlowValidation()
+    t.fit()
+    rows = [json.loads(line) for line in (tmp_path / "test" / "metrics.jsonl").read_text().splitlines()]
+    tokens_per_step = rows[0]["tokens"]
+    # Each step of the tiny model takes milliseconds; had the 0.5 s validation after step 1 been
+    # counted in step 2's interval, step 2 would show fewer than 2 steps' tokens a second.
+    assert rows[1]["tokens_per_s"] > 4 * tokens_per_step
