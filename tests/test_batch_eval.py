@@ -124,7 +124,8 @@ def test_cli_bad_record_names_file_and_line(monkeypatch, capsys, tmp_path, tiny)
     argv = ["--model_mode", 1, "--ckpt", ckpt, "--device", "cpu", "--eval_file", data, "--max_new_tokens", 2]
     code, _, err = run_main(monkeypatch, capsys, argv)
     assert code == 2
-    assert err.strip().splitlines()[-1] == f"error: {data}:2: output is empty"
+    assert err.strip().splitlines()[-1] == (f"error: {data}:2: output is empty (fix the record, or pass --skip_bad "
+                                            "to skip such records)")
     code, stdout, err = run_main(monkeypatch, capsys, argv + ["--skip_bad"])
     assert code == 0 and stdout.splitlines()[0].split()[1] == "1"
     assert f"1 empty content (first at {data}:2)" in err

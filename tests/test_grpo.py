@@ -250,7 +250,7 @@ def test_rollout_diagnostics_and_dynamic_sampling_by_hand(monkeypatch, tmp_path)
 def test_the_best_validation_becomes_the_weights_with_keep_best(tmp_path, monkeypatch):
     tok = load_tokenizer()
     problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
-    scores = iter([0.5, 0.75, 0.25])  # validations at steps 1, 2 and 3 (the end): the best is step 2's
+    scores = iter([0.6, 0.5, 0.75, 0.25])  # validations at steps 0 (the start), 1, 2 and 3: the best is step 2's
 
     class Val(ProblemEval):
         def evaluate(self, model, device, dtype):
@@ -267,6 +267,24 @@ def test_the_best_validation_becomes_the_weights_with_keep_best(tmp_path, monkey
     trainer.fit()
     assert trainer.best == {"key": "val_accuracy", "value": 0.75, "step": 2}
     assert (tmp_path / "grpo.pth").read_bytes() == saved[("grpo.pth", 2)] != saved[("grpo.pth", 3)]
+    rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == {"step": 0, "val_accuracy": 0.6}  # the start is measured, and could have been kept
+
+
+def test_a_run_that_only_makes_things_worse_keeps_its_start(tmp_path):
+    tok = load_tokenizer()
+    problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
+    scores = iter([0.9, 0.5, 0.4])
+
+    class Val(ProblemEval):
+        def evaluate(self, model, device, dtype):
+            return {"val_accuracy": next(scores)}
+    trainer = grpo_trainer(tmp_path, problems, tok, eval_interval=1, save_interval=1, max_steps=2)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.val_data = Val(problems[:2], tok, 8, keep_best=True)
+    trainer.fit()
+    kept = torch.load(tmp_path / "grpo.pth", weights_only=True)["model"]
+    assert trainer.best["step"] == 0 and all(torch.equal(kept[k], start[k]) for k in start)
 
 
 def test_held_out_evaluation_is_shared_out_over_ranks(monkeypatch):

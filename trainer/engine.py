@@ -189,6 +189,7 @@ class Trainer:
         if self.compiled:
             bar.set_postfix_str("compiling the model (the first steps are slow)")
         previous_handler = self._install_sigint()
+        self._validate_the_start()
         # On-policy data (GRPO's rollouts) must be made by the weights of the step that uses it: no prefetch.
         on_policy = any(h.on_policy for h in self.hooks)
         steps = (_Inline if on_policy else Prefetcher)(self._micro_batches(), self.stepper.prepare)
@@ -274,6 +275,17 @@ class Trainer:
         # Validation and saving are not training: the next row's throughput starts after them.
         self._timer = time.perf_counter()
         return val_loss
+
+    def _validate_the_start(self) -> None:
+        """A validation that picks the best weights measures the start too (step 0), so a run that
+        only makes the model worse keeps the weights it started from."""
+        if self.step or not (isinstance(self.val_data, Validator) and self.val_data.best_key):
+            return
+        validation = self.evaluate()
+        if validation and self.dist.is_main:
+            tqdm.write("step 0: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in validation.items()))
+        self._track_best(validation)
+        self.log.write({"step": 0, **validation})
 
     def _track_best(self, validation: dict) -> None:
         """A Validator with a best_key: keep the weights of its best validation so far (run_dir/best.pth)."""
