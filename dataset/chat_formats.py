@@ -30,20 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .math_sets import convert_hint, raw_set
 from .readers import DataError, SkipStats, iter_records
+from .streaming import ChatFormatError
 
 CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca", "qa")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
-
-
-class ChatFormatError(ValueError):
-    """A record that is not a usable conversation. The message is one line;
-    `reason` is its category, which --skip_bad counts."""
-
-    def __init__(self, message: str, reason: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def detect_format(record: Any) -> str | None:
@@ -198,7 +191,6 @@ def _is_plain_text(record: Any) -> bool:
 def _not_chat_data(record: Any, found: str | None, where: str, path: str | Path, reasoning: bool) -> str | None:
     """Why a file whose first record is this is not chat data of the kind wanted, naming what to
     run instead; None when it is. These are whole-file mistakes: --skip_bad does not skip them."""
-    from .math_sets import convert_hint, raw_set  # here, not at the top: math_sets imports this module
     if found is None and _is_plain_text(record):
         shape = "plain text" if isinstance(record, str) else '{"text": ...} records'
         return f"{where}: this is pretraining text ({shape}, no turns); train on it with pretrain.py --data_path {path}"

@@ -24,7 +24,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from .chat_formats import ChatFormatError
+from .streaming import ChatFormatError
 
 APE210K_KEYS = frozenset({"original_text", "ans"})
 _GSM8K_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")

@@ -23,6 +23,16 @@ _NUMBER_CHARS = re.compile(r"[0-9eE+.-]*")
 _DECODER = json.JSONDecoder()
 
 
+class ChatFormatError(ValueError):
+    """A record that is not a usable conversation. The message is one line;
+    `reason` is its category, which --skip_bad counts. (Here, below the readers, so that every
+    module of dataset/ can raise it without importing dataset/chat_formats.py.)"""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class DataError(ValueError):
     """A user-facing data problem. str(e) is ONE line: '<path>:<line>: <what is wrong>'
     (the line is left out where it does not apply, e.g. a missing file)."""

@@ -67,7 +67,7 @@ def load(args: argparse.Namespace) -> tuple[SpongeBob, SpongeTokenizer, torch.de
     except (CheckpointError, TokenizerError) as e:
         raise UserError(str(e)) from None
     trained = ", ".join(f"{key} {meta[key]}" for key in ("stage", "step") if key in meta)
-    own = f", tokenizer {tok.path}" if "dir" in tok.identity() else ""
+    own = f", tokenizer {tok.path}" if "dir" in tok.record() else ""
     print(f"loaded {path}{f' ({trained})' if trained else ''}: {model.num_parameters():,} parameters, "
           f"device {device}{own}", file=sys.stderr)
     if stage.chat and meta.get("stage") == "pretrain":

@@ -138,20 +138,22 @@ def test_rl_runs_get_a_linear_loss_axis_and_reward_panels(tmp_path: Path) -> Non
     grpo = make_run(tmp_path / "runs" / "grpo", 0.001, "grpo")
     for folder, rows in ((dpo, [{"step": s, "loss": 0.69 - s / 400, "lr": 1e-5, "rewards/margins": s / 100,
                                  "rewards/accuracies": min(1.0, 0.5 + s / 400)} for s in range(5, 200, 5)]),
-                         (grpo, [{"step": s, "loss": 0.01 - s / 1000, "lr": 1e-6, "reward": s / 200,
-                                  "rewards/accuracy": s / 250, **({"val_accuracy": s / 300} if s % 50 == 0 else {})}
-                                 for s in range(5, 200, 5)])):
+                         (grpo, [{"step": 0, "val_accuracy": 0.0}]  # the start, validated before step 1
+                          + [{"step": s, "loss": 0.01 - s / 1000, "lr": 1e-6, "reward": s / 200,
+                              "rewards/accuracy": s / 250, "mixed_groups": 0.5,
+                              **({"val_accuracy": s / 300} if s % 50 == 0 else {})}
+                             for s in range(5, 200, 5)])):
         (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     runs = [Run(n, f, read_metrics(f / "metrics.jsonl"), read_config(f)) for n, f in (("dpo", dpo), ("grpo", grpo))]
     fig = draw(runs, ["dpo", "grpo"])
     loss, val, _, _, reward, accuracy = fig.axes
     assert loss.get_yscale() == "linear"  # GRPO's loss goes below 0: a log axis would lose it
     assert min(min(line.get_ydata()) for line in loss.get_lines()) < 0
-    assert reward.get_title() == "rewards" and accuracy.get_title() == "held-out accuracy"
+    assert reward.get_title() == "rewards and RL diagnostics" and accuracy.get_title() == "held-out accuracy"
     assert [t.get_text() for t in reward.get_legend().get_texts()] == [
-        "reward", "rewards/accuracies", "rewards/accuracy", "rewards/margins"]
+        "reward", "rewards/accuracies", "rewards/accuracy", "rewards/margins", "mixed_groups"]
     assert len(accuracy.get_lines()) == 2
-    assert list(accuracy.get_lines()[1].get_ydata()) == [50 / 300, 100 / 300, 150 / 300]
+    assert list(accuracy.get_lines()[1].get_ydata()) == [0.0, 50 / 300, 100 / 300, 150 / 300]
     out = tmp_path / "rl.png"
     assert main([str(tmp_path / "runs" / "dpo"), str(tmp_path / "runs" / "grpo"), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

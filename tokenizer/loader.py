@@ -86,10 +86,14 @@ class SpongeTokenizer:
 
     def identity(self) -> dict:
         """What a checkpoint records so that a model is never paired with the wrong tokenizer."""
-        identity = {"vocab_size": self.vocab_size, "sha256": self._sha256, "special_tokens": dict(self.special_tokens)}
-        if self.path.resolve() != DEFAULT_TOKENIZER_DIR:  # an own tokenizer: where later stages find it
-            identity["dir"] = str(self.path.resolve())
-        return identity
+        return {"vocab_size": self.vocab_size, "sha256": self._sha256, "special_tokens": dict(self.special_tokens)}
+
+    def record(self) -> dict:
+        """What a checkpoint stores: the identity, and for an own tokenizer (not the shipped one)
+        the directory where the next stages, eval_model, export and serve will find it."""
+        if self.path.resolve() == DEFAULT_TOKENIZER_DIR:
+            return self.identity()
+        return {**self.identity(), "dir": str(self.path.resolve())}
 
     def save(self, out_dir: str | Path) -> Path:
         """Write this tokenizer as a Hugging Face directory (tokenizer.json kept byte for byte)."""

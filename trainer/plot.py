@@ -73,8 +73,11 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise PlotError(f"{path}:{n}: " + (f"not JSON ({e.msg})" if line.strip() else "empty line")) from None
-            # step and loss are on every row the trainer writes; without them the row is not ours.
-            if not isinstance(row, dict) or not all(_is_number(row.get(k)) for k in ("step", "loss")):
+            # step is on every row the trainer writes, and loss on every row but the validation of
+            # the start (step 0, GRPO); without them the row is not ours.
+            ours = isinstance(row, dict) and _is_number(row.get("step")) and \
+                (_is_number(row.get("loss")) or (row.get("step") == 0 and len(row) > 1))
+            if not ours:
                 raise PlotError(f"{path}:{n}: expected an object with numeric 'step' and 'loss'")
             rows.append(row)
     if not rows:
@@ -140,10 +143,16 @@ def series(run: Run, x_key: str, y_key: str) -> tuple[list[float], list[float]]:
     return [p[0] for p in points], [float(p[1]) for p in points]
 
 
+# GRPO's diagnostics, shares in [0, 1] drawn beside the rewards: where the signal comes from.
+DIAGNOSTICS = ("correct", "mixed_groups", "all_wrong_advantage_share", "truncated")
+
+
 def reward_keys(runs: list[Run]) -> list[str]:
-    """The reward columns logged by any run: reward first, then rewards/NAME in name order."""
+    """The reward columns logged by any run: reward first, then rewards/NAME in name order, then
+    the RL diagnostics that were logged."""
     keys = {k for run in runs for row in run.rows for k in row if k == "reward" or k.startswith("rewards/")}
-    return sorted(keys, key=lambda k: (k != "reward", k))
+    logged = {k for run in runs for row in run.rows for k in row if k in DIAGNOSTICS}
+    return sorted(keys, key=lambda k: (k != "reward", k)) + [k for k in DIAGNOSTICS if k in logged]
 
 
 def has_accuracy(runs: list[Run]) -> bool:
@@ -190,7 +199,7 @@ def draw(runs: list[Run], labels: list[str], x_key: str = "step", smooth: float 
                              linewidth=1.5)
 
         titles = (f"train loss (EMA {smooth:g}, raw faint)", "validation loss", "learning rate", "tokens / s",
-                  "rewards", "held-out accuracy")
+                  "rewards and RL diagnostics", "held-out accuracy")
         for ax, title in zip(axes, titles):
             ax.set_title(title)
             ax.set_xlabel(x_key)

@@ -231,7 +231,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
     for hooks in hooks_of(data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
         hooks.bind(model.to(device), device, dtype)
-    trainer = Trainer(cfg, model, data.train, data.val, tok.identity(), stage, device, dtype, dist,
+    trainer = Trainer(cfg, model, data.train, data.val, tok.record(), stage, device, dtype, dist,
                       data_identity=data.identity, loss_fn=loss_fn, adapter_base=adapter_base(cfg, model))
     if dist.is_main:
         print(describe(cfg, stage, model, data, trainer, device, dtype, dist))
