@@ -142,6 +142,7 @@ class PreferenceLoss(StageLoss):
     reference(batch) -> logits, run without gradients: a frozen copy of the starting
     model, or (LoRA) the policy itself with its adapters switched off; None for SimPO.
     """
+    progress = (("rewards/accuracies", "acc"), ("rewards/margins", "margin"))
 
     def __init__(self, reference: Reference | None, kind: str, beta: float,
                  gamma: float, ftx: float, max_pairs: int):

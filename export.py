@@ -74,6 +74,12 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--export_dir is for --format hf or peft; use --out_file with --format gguf")
     if args.format != "gguf" and args.dtype != "f32":
         parser.error(f"--dtype is for --format gguf; the {args.format} export is always f32")
+    name = Path(args.out_dir).name
+    if args.format != "gguf" and args.export_dir is None and ("export" in name or name.endswith(("-hf", "-peft"))):
+        # --out_dir is the training folder: this one would write <it>/export/<name>-hf, a folder in a folder.
+        parser.error(f"--out_dir {args.out_dir}: that reads like the export folder itself; --out_dir is the "
+                     f"folder the stages wrote to (the export goes to <out_dir>/export/); to name the export "
+                     f"folder, pass --export_dir {args.out_dir}")
 
 
 def output_path(args: argparse.Namespace) -> Path:

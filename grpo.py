@@ -250,6 +250,7 @@ class RolloutData(Hooks):
     run samples exactly what the uninterrupted one would have. on_policy tells the engine not to
     build batches ahead: a rollout must come from the weights of the step that trains on it.
     """
+    progress = (("reward", "reward"), ("correct", "correct"))
     on_policy = True
 
     def __init__(self, problems: list[Problem], tok: SpongeTokenizer, cfg: GRPOConfig, rank: int = 0,

@@ -277,3 +277,14 @@ def test_flags_for_the_other_format_are_refused(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         export.main(["--ckpt", "x.pth"] + argv)
     assert exc.value.code == 2 and "error: --" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out_dir", ["out/export/distill-hf", "runs/a/sft-peft", "exports"])
+def test_an_export_folder_given_as_out_dir_is_refused_with_the_right_flag(capsys, out_dir):
+    # The README once said --out_dir out/export/distill-hf, which wrote .../distill-hf/export/distill-hf.
+    with pytest.raises(SystemExit) as exc:
+        export.main(["--ckpt", "x.pth", "--format", "hf", "--out_dir", out_dir])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert f"--out_dir {out_dir}: that reads like the export folder itself" in err
+    assert err.rstrip().endswith(f"pass --export_dir {out_dir}")

@@ -318,3 +318,28 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_state(tmp_path):
     assert line.startswith("second Ctrl-C: stopped at once; last saved state: ") and (tmp_path / kept).is_file()
     assert line.endswith("continue with the same command plus --resume")
     assert not [p for p in states.iterdir() if not p.name.endswith(".pt")]  # nothing half-written
+
+
+def test_a_rerun_in_a_used_folder_is_refused_or_moves_the_old_run_aside(tmp_path, monkeypatch, capsys):
+    data = write_corpus(tmp_path / "c.jsonl", n_docs=40)
+    argv = [*TINY, "--data_path", str(data), "--max_steps", "2", "--save_interval", "1", "--keep_last", "1"]
+    assert run_stage_inline(pretrain, argv, tmp_path, monkeypatch, capsys)[0] == 0
+    states = tmp_path / "out" / "stage" / "state"
+    first = sorted(p.name for p in states.iterdir())
+    assert first == ["step_00000002.pt"]
+    # Forgetting --resume: refused in one line, naming both ways on; nothing touched.
+    code, _, err = run_stage_inline(pretrain, argv, tmp_path, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: out/stage/state (relative to ") and "holds an earlier stage run (saved up to " \
+        "step 2): continue it with --resume, or start afresh with --overwrite" in err
+    assert sorted(p.name for p in states.iterdir()) == first
+    # --overwrite: the old run (states, metrics, weights) moves aside, whole, and the new one starts clean.
+    code, out, _ = run_stage_inline(pretrain, [*argv, "--max_steps", "1", "--overwrite"], tmp_path, monkeypatch, capsys)
+    assert code == 0
+    aside = next((tmp_path / "out").glob("stage.previous-*"))
+    assert f"--overwrite: the earlier stage run is now in out/{aside.name}" in out
+    assert sorted(p.name for p in (aside / "stage" / "state").iterdir()) == first and (aside / "stage.pth").is_file()
+    assert sorted(p.name for p in states.iterdir()) == ["step_00000001.pt"]
+    # Extending the new run: --resume with a larger --max_steps goes on from step 1 to step 3.
+    code, out, _ = run_stage_inline(pretrain, [*argv, "--max_steps", "3", "--resume"], tmp_path, monkeypatch, capsys)
+    assert code == 0 and "resuming from" in out and "done: 3 steps" in out

@@ -62,6 +62,8 @@ class Hooks:
     # True: batches must come from the weights of the step that trains on them (GRPO's
     # rollouts), so the engine builds each step's batches only when it needs them.
     on_policy: bool = False
+    # (metric, short name) pairs of read_metrics() that the progress bar shows.
+    progress: tuple[tuple[str, str], ...] = ()
 
     def bind(self, model: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         """Called once, before training, with the model being trained (GRPO samples from it)."""

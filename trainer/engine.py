@@ -352,7 +352,7 @@ class Trainer:
         postfix = {"loss": f"{row['loss']:.3f}", "lr": f"{row['lr']:.2e}", "tok/s": f"{row['tokens_per_s']:,.0f}"}
         if "mfu" in row:
             postfix["mfu"] = f"{100 * row['mfu']:.1f}%"
-        for key, short in (("rewards/accuracies", "acc"), ("reward", "reward")):  # a stage's headline figure
+        for key, short in (pair for hooks in self.hooks for pair in hooks.progress):  # a stage's own figures
             if key in row:
                 postfix[short] = f"{row[key]:.3f}"
         bar.set_postfix(postfix, refresh=False)
