@@ -114,9 +114,10 @@ def main() -> None:
     p.add_argument("--minimind_pythonpath", default="", help="extra PYTHONPATH for MiniMind's Python")
     p.add_argument("--data", type=Path, default=None, help="a jsonl of {\"text\"} (default: the demo corpus)")
     p.add_argument("--steps", type=int, default=20, help="N: each trainer runs N, then 2N steps")
-    p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--max_seq_len", type=int, default=512)
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
+    p.add_argument("--batch_size", type=int, default=16, help="rows per step, the same in both trainers")
+    p.add_argument("--max_seq_len", type=int, default=512, help="tokens per row, the same in both trainers")
+    p.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"],
+                   help="where both trainers run (auto: cuda if there is one)")
     p.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
                    help="torch.compile in both (auto: ours on CUDA, theirs off, each trainer's default)")
     p.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1), help="MiniMind's loader")
