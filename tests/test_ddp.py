@@ -186,3 +186,29 @@ def test_two_nodes_on_localhost_train_and_resume_on_one(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--resume on 1 process(es) (the run was saved on 2): --batch_size 4 x --accumulation_steps 2" in done.stdout
     assert read_checkpoint(tmp_path / "shared" / "pretrain.pth")["meta"]["step"] == 6
+
+
+def fit_worker(rank, world_size, port, result_dir):
+    """Rank 1 sees too little free memory for rank 0's plan: both must run rank 0's plan."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
+    torch.set_num_threads(1)
+    import trainer.run as run
+    from trainer.memory import estimate_peak_bytes
+    dist = init_distributed(torch.device("cpu"))
+    try:
+        model = SpongeBob(get_preset("spongebob-tiny"))
+        need = estimate_peak_bytes(model.config, model.num_parameters(), 64, 512, torch.float32)
+        run.available_bytes = lambda device, ranks: need / 0.85 * (2 if rank == 0 else 0.9)
+        cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, batch_size=64, max_seq_len=512))
+        run.fit_memory(cfg, model, torch.device("cpu"), torch.float32, dist)
+        with open(os.path.join(result_dir, f"rank{rank}.txt"), "w") as f:
+            f.write(f"{cfg.batch_size} {cfg.accumulation_steps}")
+    finally:
+        shutdown()
+
+
+def test_rank_0_decides_the_memory_fit_for_every_rank(tmp_path):
+    mp.spawn(fit_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    plans = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert plans == ["64 2", "64 2"]  # rank 1 alone would have cut its micro-batch

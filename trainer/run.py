@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +92,18 @@ def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
 def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: torch.dtype,
                dist: DistInfo) -> None:
     """Lower the micro-batch (raising accumulation: same rows per step, same gradient) when a step's
-    estimated peak memory would not fit this machine; one line says what changed and why."""
-    plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
-                     cfg.max_seq_len, dtype, available_bytes(device, local_world_size()))
-    # Rank 0 decides for all: ranks that saw different free memory must still run the same shapes.
-    batch, accumulation = broadcast_ints([plan.batch_size, plan.accumulation_steps])
-    plan = replace(plan, batch_size=batch, accumulation_steps=accumulation, changed=batch != cfg.batch_size)
-    if plan.changed and dist.is_main:
+    estimated peak memory would not fit this machine; one line says what changed and why.
+    Rank 0 decides for all and tells the others: ranks that saw different free memory (another
+    job on one GPU) must still run the same shapes, and only rank 0 may stop the run for it."""
+    if dist.is_main:
+        plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
+                         cfg.max_seq_len, dtype, available_bytes(device, local_world_size()))
+        decided = [plan.batch_size, plan.accumulation_steps]
+    batch, accumulation = broadcast_ints(decided if dist.is_main else [0, 0])
+    if not dist.is_main:
+        cfg.batch_size, cfg.accumulation_steps = batch, accumulation
+        return
+    if plan.changed:
         print(f"memory: --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len} would need about "
               f"{gb(estimate_for(cfg, model, dtype))} on {device} where {gb(plan.available)} is free: running "
               f"micro-batches of {plan.batch_size} with --accumulation_steps {plan.accumulation_steps} instead "
