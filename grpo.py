@@ -67,7 +67,7 @@ from model import IGNORE_INDEX, SpongeBob
 from tokenizer import SpongeTokenizer
 from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig
-from trainer.config import ConfigError, at_least, non_negative, option, positive, within
+from trainer.config import ConfigError, at_least, non_negative, option, parses, positive, within
 from trainer.contract import Batch, Hooks, Reduce, StageLoss, Validator
 from trainer.distributed import DistInfo, all_reduce_sum
 from trainer.reference import Reference, reference_model
@@ -83,7 +83,7 @@ class GRPOConfig(ChatConfig):
     max_think_tokens: int = option(0, "budget forcing in the rollouts: close the thinking after this many tokens "
                                       "(0 = off)", check=at_least(0))
     reward_weights: str = option("accuracy:1,format:0.1", "rewards and their weights, name:weight,...",
-                                 check=lambda v: _weights_problem(v))
+                                 check=parses(parse_reward_weights, "reward_weights"))
     scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO, "
                                        "advantage = reward - group mean)")
     negative_advantages: bool = option(True, "also push down completions worse than their group's mean (false: "
@@ -115,14 +115,6 @@ class GRPOConfig(ChatConfig):
         if self.num_iterations > 1 and self.accumulation_steps > 1:
             raise ConfigError(f"--num_iterations {self.num_iterations}: above 1 only with --accumulation_steps 1 "
                               "(each rollout is reused whole)")
-
-
-def _weights_problem(text: str) -> str | None:
-    try:
-        parse_reward_weights(text)
-    except ValueError as e:
-        return str(e).removeprefix(f"--reward_weights {text}: ")
-    return None
 
 
 # A GPU run on converted GSM8K or TAL-SCQ5K.
@@ -292,8 +284,10 @@ class RolloutData(Hooks):
         scores = {name: torch.tensor([REWARDS[name](t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
                   for name in self.weights}
         rewards = sum(w * scores[name] for name, w in self.weights.items()).view(-1, G)
-        right = torch.tensor([accuracy_reward(t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
-        right = right.view(-1, G).sum(dim=1)  # right answers per group, whatever the reward weights
+        # Right answers per group, whatever the reward weights (the accuracy reward's, when it is one).
+        right = scores["accuracy"] if "accuracy" in scores else \
+            torch.tensor([accuracy_reward(t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
+        right = right.view(-1, G).sum(dim=1)
         advantages = group_advantages(rewards, cfg.scale_rewards)
         if not cfg.negative_advantages:
             advantages = advantages.clamp(min=0)

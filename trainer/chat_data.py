@@ -16,7 +16,7 @@ from tokenizer import SpongeTokenizer
 from dataset.packing import PACKING_MODES
 from model.lora import parse_targets
 
-from .config import TrainConfig, at_least, one_of, option, within
+from .config import TrainConfig, at_least, one_of, option, parses, within
 from .distributed import DistInfo
 from .run import StageData
 
@@ -36,15 +36,8 @@ class ChatConfig(TrainConfig):
                                check=at_least(0))
     lora_dropout: float = option(0.0, "dropout on the adapters' input", check=within(0, 1))
     lora_target: str = option("all", "layers that get adapters: a comma list of q_proj,k_proj,v_proj,o_proj,"
-                                     "gate_proj,up_proj,down_proj, or all", check=lambda v: _target_problem(v))
-
-
-def _target_problem(text: str) -> str | None:
-    try:
-        parse_targets(text)
-    except ValueError as e:
-        return str(e).removeprefix(f"--lora_target {text}: ")
-    return None
+                                     "gate_proj,up_proj,down_proj, or all",
+                            check=parses(parse_targets, "lora_target"))
 
 
 def chat_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo, stage_name: str,

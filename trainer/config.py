@@ -68,6 +68,18 @@ def positive(v: float) -> str | None:
     return None if math.isfinite(v) and v > 0 else "must be a finite number above 0"
 
 
+def parses(parse: Callable[[str], Any], flag: str) -> Check:
+    """A check that runs parse(value) and reports its ValueError, whose message already starts
+    with "--flag value: " (the check's caller adds that prefix itself)."""
+    def check(v: str) -> str | None:
+        try:
+            parse(v)
+        except ValueError as e:
+            return str(e).removeprefix(f"--{flag} {v}: ")
+        return None
+    return check
+
+
 def one_of(*choices: str, empty: bool = False) -> Check:
     """The value is one of choices (or empty, with empty=True: detect / off)."""
     def check(v: str) -> str | None:

@@ -22,7 +22,7 @@ def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identit
         was, is_now = saved.get(key), now.get(key)
         if rule == "free" or was == is_now:
             continue
-        if rule == "grow" and key == "max_steps" and _extends(was, is_now, state):
+        if rule == "grow" and _extends(was, is_now):
             continue
         how = ("it may only grow, to extend the run" if rule == "grow" else
                "resume with the same value, or start a new run in another --out_dir")
@@ -68,7 +68,7 @@ def elastic_batch(state_config: dict, state_world_size: int, world_size: int) ->
     return None
 
 
-def _extends(was: int | None, now: int, state: dict) -> bool:
+def _extends(was: int | None, now: int) -> bool:
     """A larger --max_steps than the saved run's cap (a run with no cap has nothing to extend)."""
     return bool(was) and now > was
 
