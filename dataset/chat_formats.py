@@ -6,7 +6,7 @@ Every format becomes a list of {"role": "system"|"user"|"assistant", "content": 
   sharegpt   {"conversations": [{"from": "human|gpt|system", "value"}, ...]}
   openai     {"messages": [{"role", "content"}, ...]}
   alpaca     {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
-  qa         {"question", "answer", "system"?}                       (one exchange; R1 dumps)
+  qa         {"question", "answer" or "std_answer", "system"?}       (one exchange; R1 dumps, BELLE eval)
 
 Alpaca semantics (LLaMA-Factory's): `instruction` is what the user says and
 `input`, when present, is extra material appended to it after a newline; each
@@ -53,7 +53,7 @@ def detect_format(record: Any) -> str | None:
             return "minimind"
     if "instruction" in record and "output" in record:
         return "alpaca"
-    if "question" in record and "answer" in record:
+    if "question" in record and ("answer" in record or "std_answer" in record):
         return "qa"
     return None
 
@@ -143,7 +143,9 @@ def _qa(record: dict) -> list[dict]:
     if record.get("system"):
         messages.append({"role": "system", "content": _text(record["system"], "system")})
     messages.append({"role": "user", "content": _text(record.get("question"), "question")})
-    messages.append({"role": "assistant", "content": _text(record.get("answer"), "answer")})
+    # BELLE's eval set names the reference "std_answer" (and leaves it empty for open-ended questions)
+    key = "answer" if "answer" in record else "std_answer"
+    messages.append({"role": "assistant", "content": _text(record.get(key), key)})
     return messages
 
 

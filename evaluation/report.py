@@ -35,7 +35,7 @@ from common.device import pick_device
 from common.stages import STAGES, Stage, stage as stage_row
 from dataset.demo.corpus import ensure_demo_corpus
 from dataset.preference import iter_pairs
-from dataset.readers import DataError
+from dataset.readers import DataError, SkipStats
 from inference.generate import SamplingConfig
 from model import CheckpointError, load_model
 from tokenizer import TokenizerError, load_tokenizer
@@ -92,8 +92,12 @@ def load_sets(args: argparse.Namespace, tok) -> Sets:
     if args.samples:
         sets.what["math"] += f"; pass@1 and pass@{args.pass_k or args.samples} from {args.samples} answers at temperature 1"
     if args.chat_file:
-        sets.chat = load_samples(args.chat_file, tok, chat=True, max_samples=n)
+        skip = SkipStats() if args.skip_bad else None
+        sets.chat = load_samples(args.chat_file, tok, chat=True, skip=skip, max_samples=n)
         sets.what["chat"] = f"{args.chat_file}: {len(sets.chat)} conversations, greedy"
+        if skip is not None and skip.total:
+            sets.what["chat"] += f" ({skip.summary()})"
+            print(f"{args.chat_file}: {skip.summary()}", file=sys.stderr)
     sets.pref = Path(args.pref_file) if args.pref_file else ensure_demo_corpus("dpo_test")
     pairs = sum(1 for _ in iter_pairs(sets.pref))  # read it all now: a bad record fails before any model runs
     sets.what["pref"] = f"{sets.pref}: {min(pairs, n or pairs)} pairs"
@@ -202,13 +206,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mc_file", nargs="+", default=None, help="CMMLU/C-Eval CSV or JSONL files")
     p.add_argument("--math_file", default=None, help="GSM8K, Ape210K or R1 jsonl (default: the demo's r1_test)")
     p.add_argument("--chat_file", default=None, help="a chat file for BLEU-4/ROUGE-L (any supported format)")
+    p.add_argument("--skip_bad", action="store_true",
+                   help="chat: skip and count records that cannot be scored (e.g. BELLE's open-ended questions, "
+                        "which have an empty std_answer) instead of stopping at the first")
     p.add_argument("--pref_file", default=None, help="preference pairs (default: the demo's dpo_test)")
     p.add_argument("--max_samples", type=int, default=None, help="at most this many records of each set")
     p.add_argument("--samples", type=int, default=0, help="math: answers per problem at temperature 1 for pass@k")
     p.add_argument("--pass_k", type=int, default=None, help="k of pass@k (default: --samples)")
     p.add_argument("--max_new_tokens", type=int, default=160, help="generation length for math and chat")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sampling of pass@k")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = p.parse_args(argv)
     if args.max_samples is not None and args.max_samples < 1:
         p.error("--max_samples must be at least 1")

@@ -211,3 +211,17 @@ def test_content_given_as_parts_is_joined_and_reasoning_becomes_think():
                                              {"role": "assistant", "content": "<think>\none and one\n</think>\n2"}]
     with pytest.raises(Exception, match="each part must be an object with a text or value string"):
         to_messages({"messages": [{"role": "user", "content": [3]}, {"role": "assistant", "content": "x"}]}, "openai")
+
+
+def test_belle_eval_std_answer_is_the_reply_and_an_empty_one_is_counted_under_skip(tmp_path):
+    path = tmp_path / "eval_set.json"
+    rows = [{"question": "写一首诗", "class": "generation", "std_answer": ""},
+            {"question": "1+1等于几？", "class": "math", "std_answer": "2"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert detect_format(rows[1]) == "qa"
+    with pytest.raises(DataError, match=r"eval_set.json:1: std_answer is empty"):
+        list(iter_conversations(path))
+    skip = SkipStats()
+    got = list(iter_conversations(path, skip=skip))
+    assert [m for _, m in got] == [[{"role": "user", "content": "1+1等于几？"}, {"role": "assistant", "content": "2"}]]
+    assert skip.counts == {"empty content": 1}

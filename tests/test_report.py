@@ -207,3 +207,18 @@ def test_no_matplotlib_is_one_line_and_no_image(tmp_path, monkeypatch):
     why = plot_report(tmp_path / "report.png", ["sft"], [("pref", "pref %")], {"sft": {"pref": 50.0}}, {}, {"pref"})
     assert why.startswith("matplotlib is not installed") and "\n" not in why
     assert not (tmp_path / "report.png").exists()
+
+
+def test_chat_records_without_a_reference_stop_the_report_or_are_counted_under_skip_bad(two_stages, capsys):
+    out, _, math_file = two_stages
+    belle = write(out / "belle.json", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [
+        {"question": "写一首诗", "class": "generation", "std_answer": ""},
+        {"question": "1+1等于几？", "class": "math", "std_answer": "2"}]))
+    argv = ["--out_dir", str(out), "--stages", "distill", "--math_file", str(math_file), "--text_file",
+            str(math_file), "--chat_file", str(belle), "--max_new_tokens", "2", "--device", "cpu"]
+    assert report.main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {belle}:1: std_answer is empty")
+    assert not (out / "report.md").exists()
+    assert report.main(argv + ["--skip_bad"]) == 0
+    text = (out / "report.md").read_text(encoding="utf-8")
+    assert f"{belle}: 1 conversations, greedy (skipped 1 bad record: 1 empty content" in text
