@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dataset.readers import DataError, iter_records
+from dataset.readers import DataError, expand_paths, iter_records
 from .bpb import model_device
 
 LETTERS = ("A", "B", "C", "D")
@@ -69,8 +69,9 @@ def parse_question(where: str, record: object) -> Question:
 
 
 def iter_questions(paths: Sequence[str | Path], max_samples: int | None = None) -> Iterator[Question]:
-    """The questions of every file, in order; at most max_samples per file."""
-    for path in paths:
+    """The questions of every file, in order (a directory: its .csv/.jsonl files, sorted, as
+    CMMLU's dev/ and test/ come); at most max_samples per file."""
+    for path in expand_paths(paths):
         count = 0
         for line, record in iter_records(Path(path)):
             yield parse_question(f"{path}:{line}", record)

@@ -1,7 +1,7 @@
 """One report for every stage: the same held-out sets, stages as rows, measures as columns.
 
     python -m evaluation.report --out_dir out
-    python -m evaluation.report --out_dir out --mc_file cmmlu/*.csv --math_file gsm8k_test.jsonl --max_samples 200
+    python -m evaluation.report --out_dir out --mc_file cmmlu/dev --math_file gsm8k_test.jsonl --max_samples 200
 
 It finds DIR/<stage>.pth for every row of common/stages.py (or --stages a,b),
 scores each on the sets below and writes DIR/report.md (the table and the command
@@ -85,7 +85,9 @@ def load_sets(args: argparse.Namespace, tok) -> Sets:
                                                                    " (r1_test problems written as worked problems)")
     if args.mc_file:
         sets.questions = list(iter_questions(args.mc_file, n))
-        sets.what["mc"] = f"{', '.join(args.mc_file)}: {len(sets.questions)} questions (chance {CHANCE:.0%})"
+        files = sorted({q.where.rsplit(":", 1)[0] for q in sets.questions})
+        named = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]} ... {files[-1]})"
+        sets.what["mc"] = f"{named}: {len(sets.questions)} questions (chance {CHANCE:.0%})"
     math_path = Path(args.math_file) if args.math_file else r1_test
     sets.problems = list(iter_math(math_path, n))
     sets.what["math"] = f"{math_path}: {len(sets.problems)} problems, greedy, {args.max_new_tokens} new tokens"
@@ -203,7 +205,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out_dir", default="out", help="where the stages wrote <stage>.pth; report.md/.png go here")
     p.add_argument("--stages", default=None, help="comma-separated stage names (default: every checkpoint found)")
     p.add_argument("--text_file", default=None, help="held-out text for bits per byte (.jsonl {'text'} or .txt)")
-    p.add_argument("--mc_file", nargs="+", default=None, help="CMMLU/C-Eval CSV or JSONL files")
+    p.add_argument("--mc_file", nargs="+", default=None,
+                   help="CMMLU/C-Eval CSV or JSONL files, or folders of them (e.g. CMMLU's dev/)")
     p.add_argument("--math_file", default=None, help="GSM8K, Ape210K or R1 jsonl (default: the demo's r1_test)")
     p.add_argument("--chat_file", default=None, help="a chat file for BLEU-4/ROUGE-L (any supported format)")
     p.add_argument("--skip_bad", action="store_true",

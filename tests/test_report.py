@@ -95,6 +95,16 @@ def test_cmmlu_and_ceval_rows_are_read(tmp_path):
     assert got[1].options == ("1", "4", "3", "2") and got[1].where == f"{ceval}:2"
 
 
+def test_a_folder_of_mc_files_is_read_file_by_file_in_name_order(tmp_path):
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    write(folder / "b_subject.csv", ",Question,A,B,C,D,Answer\n0,second,a,b,c,d,C\n")
+    write(folder / "a_subject.csv", ",Question,A,B,C,D,Answer\n0,first,a,b,c,d,B\n1,again,a,b,c,d,A\n")
+    got = list(iter_questions([folder], max_samples=1))
+    assert [(q.question, q.answer, q.where) for q in got] == [("first", 1, f"{folder / 'a_subject.csv'}:2"),
+                                                             ("second", 2, f"{folder / 'b_subject.csv'}:2")]
+
+
 @pytest.mark.parametrize("rows, message", [
     ("0,q,a,b,c,d,A\n1,q,a,b,c,d,E\n", ":3: answer 'E' is not one of A, B, C, D"),
     ("0,q,a,b,c,,A\n", ":2: option D is missing or empty"),
