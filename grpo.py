@@ -122,11 +122,10 @@ REFERENCE = dict(epochs=1, batch_size=16, accumulation_steps=1, learning_rate=1e
                  max_seq_len=1024, save_interval=100, eval_interval=50, max_completion_length=512)
 # The CPU demo after the distillation demo. The settings follow the evidence (bench/LOG.md,
 # chosen on r1_val, never on r1_test): the correctness reward alone, advantages without
-# the std division (Dr GRPO), only groups whose correctness differs (DAPO), a small lr
-# decaying to 0. No setting tried raised held-out greedy accuracy in this budget; the
-# start is measured too, and --keep_best keeps whichever validation was best.
-# Chosen on r1_val (bench/LOG.md, 2026-12-03): rollouts at temperature 0.5 and lr 2e-5 stopped the harm
-# that temperature 1 and lr 5e-5 did; no setting tried gave a significant gain.
+# the std division (Dr GRPO), only groups whose correctness differs (DAPO), rollouts at
+# temperature 0.5 and a small lr decaying to 0 (temperature 1 and lr 5e-5 made it worse).
+# No setting tried raised held-out greedy accuracy significantly; the start is measured
+# too, and --keep_best keeps whichever validation was best.
 DEMO = dict(epochs=1, max_steps=16, batch_size=16, accumulation_steps=1, learning_rate=2e-5, min_lr=0.0,
             warmup_steps=0, weight_decay=0.0, max_seq_len=512, save_interval=16, eval_interval=4, log_interval=4,
             max_completion_length=160, temperature=0.5, eval_samples=200, reward_weights="accuracy:1",

@@ -73,7 +73,7 @@ def iter_questions(paths: Sequence[str | Path], max_samples: int | None = None) 
     CMMLU's dev/ and test/ come); at most max_samples per file."""
     for path in expand_paths(paths):
         count = 0
-        for line, record in iter_records(Path(path)):
+        for line, record in iter_records(path):
             yield parse_question(f"{path}:{line}", record)
             count += 1
             if max_samples is not None and count >= max_samples:

@@ -35,7 +35,7 @@ from common.device import pick_device
 from common.stages import STAGES, Stage, stage as stage_row
 from dataset.demo.corpus import ensure_demo_corpus
 from dataset.preference import iter_pairs
-from dataset.readers import DataError, SkipStats
+from dataset.readers import DataError, SkipStats, expand_paths
 from inference.generate import SamplingConfig
 from model import CheckpointError, load_model
 from tokenizer import TokenizerError, load_tokenizer
@@ -85,7 +85,7 @@ def load_sets(args: argparse.Namespace, tok) -> Sets:
                                                                    " (r1_test problems written as worked problems)")
     if args.mc_file:
         sets.questions = list(iter_questions(args.mc_file, n))
-        files = sorted({q.where.rsplit(":", 1)[0] for q in sets.questions})
+        files = [str(f) for f in expand_paths(args.mc_file)]
         named = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]} ... {files[-1]})"
         sets.what["mc"] = f"{named}: {len(sets.questions)} questions (chance {CHANCE:.0%})"
     math_path = Path(args.math_file) if args.math_file else r1_test
