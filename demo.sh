@@ -28,11 +28,13 @@ stage distill.py
 # r1 set never asks, and 200 preference pairs that the dpo set does not hold.
 "$PYTHON" -m dataset.demo --kind r1_test --samples 0
 "$PYTHON" -m dataset.demo --kind dpo_test --samples 0
+# Every model answers with the calculator that GRPO's rollouts use (inference/calculator.py): it
+# writes the result after each equation's "=", so what is measured is the choice of working.
 reasoning_eval() {  # reasoning_eval MODE N [flags]: greedy answers to the first N held-out problems
   local mode=$1 n=$2
   shift 2
   "$PYTHON" eval_model.py --model_mode "$mode" --out_dir "$OUT" --eval_file out/demo/r1_test.jsonl \
-    --max_samples "$n" --max_new_tokens 160 --out "$OUT/eval/r1_test.$mode.jsonl" "$@"
+    --max_samples "$n" --max_new_tokens 160 --calculator --out "$OUT/eval/r1_test.$mode.jsonl" "$@"
 }
 echo "== eval_model.py --model_mode sft_long (SFT only: it never thinks) on 100 held-out problems =="
 reasoning_eval sft_long 100
@@ -50,4 +52,4 @@ echo "== eval_model.py --model_mode grpo on the same 400 held-out problems: gree
 reasoning_eval grpo 400 --samples 8
 
 echo "== every stage on the same held-out sets: $OUT/report.md and $OUT/report.png (docs/report.md) =="
-"$PYTHON" -m evaluation.report --out_dir "$OUT" --max_samples 100
+"$PYTHON" -m evaluation.report --out_dir "$OUT" --max_samples 100 --calculator

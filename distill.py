@@ -79,8 +79,10 @@ class DistillConfig(ChatConfig):
 # The seed's advice: a very low lr at an effective batch of about 600 rows of 1024.
 REFERENCE = dict(epochs=1, batch_size=24, accumulation_steps=25, learning_rate=1e-6,
                  min_lr=1e-7, warmup_steps=10, max_seq_len=1024, save_interval=100, eval_interval=50)
-# The CPU demo after the long-SFT demo: a few minutes on the built-in problems.
-DEMO = dict(epochs=1, max_steps=150, batch_size=16, accumulation_steps=1,
+# The CPU demo after the long-SFT demo: a few minutes on the built-in problems. Half of
+# them are answered without working (dataset/demo/reason.py), so one packed epoch is
+# only 66 steps: the 150 steps run into the third.
+DEMO = dict(epochs=3, max_steps=150, batch_size=16, accumulation_steps=1,
             max_seq_len=512, learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, save_interval=100,
             eval_interval=100, log_interval=5, eval_batches=10)
 

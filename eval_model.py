@@ -50,6 +50,7 @@ import torch
 from dataset.chat_formats import CHAT_FORMATS
 from evaluation.commands import batch_evaluation
 from dataset.preference import PREF_FORMATS
+from inference.calculator import Calculator
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
 from inference.generate import SamplingConfig, default_repetition_penalty, generate
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_history", action="store_true",
                    help="chat modes: every turn starts a new conversation (same as --history_turns 0)")
     p.add_argument("--hide_think", action="store_true", help="mode 2: show only the answer, not the thinking")
+    p.add_argument("--calculator", action="store_true",
+                   help="a calculator writes the result after each equation's '=' in the replies (as grpo.py "
+                        "--calculator): chat, --eval_file and --samples")
     p.add_argument("--max_think_tokens", type=int, default=None,
                    help="budget forcing: force </think><answer> after this many thinking tokens (default: no cap)")
     p.add_argument("--min_think_tokens", type=int, default=0,
@@ -112,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --eval_file of reasoning problems: also sample this many answers per problem and "
                         "report pass@1..N with 95%% intervals, and how many problems RL could learn from")
     p.add_argument("--sample_temperature", type=float, default=1.0,
-                   help="with --samples: the sampling temperature (GRPO's rollouts use 1.0)")
+                   help="with --samples: the sampling temperature (grpo.py's --temperature; the demo's rollouts use 0.5)")
     p.add_argument("--out", default=None, help="with --eval_file: write predictions JSONL (prompt, label, predict) here")
     p.add_argument("--max_samples", type=int, default=None, help="with --eval_file: evaluate only the first N samples")
     p.add_argument("--data_format", default=None, choices=sorted(set(CHAT_FORMATS) | set(PREF_FORMATS)),
@@ -298,7 +302,8 @@ def run(args: argparse.Namespace) -> None:
     # chat-turn end that a continuation should not run past either.
     sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                              stop_ids=(tok.endoftext_id, tok.eos_id))
+                              stop_ids=(tok.endoftext_id, tok.eos_id),
+                              calculator=Calculator.for_tokenizer(tok) if args.calculator else None)
     if args.eval_file is not None:
         batch_evaluation(args, model, tok, sampling)
     elif args.model_mode != 0:

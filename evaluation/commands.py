@@ -12,6 +12,7 @@ from pathlib import Path
 from dataset.preference import detect_pref_format
 from dataset.readers import DataError, SkipStats, iter_records
 from inference.budget import think_budget
+from inference.calculator import Calculator
 from inference.generate import SamplingConfig
 from common.stages import stage
 from inference.loading import UserError, mode_stage
@@ -50,7 +51,8 @@ def sampled_report(args: argparse.Namespace, model: SpongeBob, tok: SpongeTokeni
     if golds is None or "reasoning" not in greedy:
         raise UserError(f"--samples: {args.eval_file} has no <answer> in its references to score against")
     rollout = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.sample_temperature, top_p=1.0,
-                             stop_ids=(tok.im_end_id, tok.endoftext_id))
+                             stop_ids=(tok.im_end_id, tok.endoftext_id),
+                             calculator=Calculator.for_tokenizer(tok) if args.calculator else None)
     counts = count_correct(model, tok, [s.prompt_ids for s in samples], golds,
                            lambda text, gold: answers_match(answer_span(text), gold), args.samples, rollout,
                            seed=args.seed or 0)

@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from inference.batch import generate_batch
+from inference.calculator import Calculator
 from inference.generate import SamplingConfig
 from .bpb import model_device
 from .math_data import MathProblem
@@ -43,12 +44,13 @@ def generate_replies(model, tok, prompts: list[list[int]], sampling: SamplingCon
 
 
 def evaluate_math(model, tok, problems: Sequence[MathProblem], max_new_tokens: int, samples: int = 0,
-                  pass_k: int | None = None, seed: int = 0) -> dict:
-    """accuracy, compliance (fractions) with their intervals; with samples > 0, pass@1 and pass@k too."""
+                  pass_k: int | None = None, seed: int = 0, calculator: Calculator | None = None) -> dict:
+    """accuracy, compliance (fractions) with their intervals; with samples > 0, pass@1 and pass@k too.
+    calculator: the tool writes the results of the model's equations (inference/calculator.py)."""
     prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
     golds = [p.gold for p in problems]
     count = lambda text: len(tok.encode(text))  # noqa: E731 - think length, as eval_model counts it
-    greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0)
+    greedy = SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0, calculator=calculator)
     scores = score_replies(generate_replies(model, tok, prompts, greedy, [None] * len(prompts)), golds, count)
     n = scores["n"]
     right, compliant = round(scores["accuracy"] * n / 100), round(scores["compliance"] * n / 100)
@@ -56,7 +58,7 @@ def evaluate_math(model, tok, problems: Sequence[MathProblem], max_new_tokens: i
               "compliance": compliant / max(n, 1), "compliance_ci": wilson(compliant / max(n, 1), n)}
     if samples > 0:
         k = pass_k or samples
-        warm = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0)
+        warm = SamplingConfig(max_new_tokens=max_new_tokens, temperature=1.0, calculator=calculator)
         many = [p for p in prompts for _ in range(samples)]
         seeds = [seed * 1_000_003 + j for j in range(len(many))]  # every sample its own stream, repeatable
         replies = generate_replies(model, tok, many, warm, seeds)

@@ -42,6 +42,7 @@ from tokenizer import TokenizerError, load_tokenizer
 from .batch_eval import evaluate_samples, load_samples
 from .bpb import held_out_texts, text_bits_per_byte
 from .math_data import iter_math
+from inference.calculator import Calculator
 from .math_eval import evaluate_math
 from .mc import CHANCE, evaluate_mc, iter_questions
 from .pref_eval import evaluate_pairs
@@ -119,7 +120,8 @@ def score(measure: str, model, tok, sets: Sets, args: argparse.Namespace) -> dic
         r = evaluate_mc(model, tok, sets.questions)
         return {"mc_acc": 100 * r["acc"], "mc_acc_norm": 100 * r["acc_norm"]}
     if measure == "math":
-        r = evaluate_math(model, tok, sets.problems, args.max_new_tokens, args.samples, args.pass_k, args.seed)
+        r = evaluate_math(model, tok, sets.problems, args.max_new_tokens, args.samples, args.pass_k, args.seed,
+                          Calculator.for_tokenizer(tok) if args.calculator else None)
         out = {"math_acc": 100 * r["accuracy"], "math_acc_ci": r["accuracy_ci"], "math_format": 100 * r["compliance"]}
         if args.samples:
             out.update({"pass@1": 100 * r["pass@1"], "pass@k": 100 * r[f"pass@{r['k']}"]})
@@ -218,6 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pass_k", type=int, default=None, help="k of pass@k (default: --samples)")
     p.add_argument("--max_new_tokens", type=int, default=160, help="generation length for math and chat")
     p.add_argument("--seed", type=int, default=0, help="seeds the sampling of pass@k")
+    p.add_argument("--calculator", action="store_true",
+                   help="math: a calculator writes the result after each equation's '=' (as grpo.py --calculator)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     args = p.parse_args(argv)
     if args.max_samples is not None and args.max_samples < 1:

@@ -25,6 +25,7 @@ import torch
 
 from model import SpongeBob
 from .budget import BudgetState, ThinkBudget
+from .calculator import ToolState
 from .generate import SamplingConfig, sample_next
 
 
@@ -73,9 +74,11 @@ class Sequence:
     cached: int = 0                                   # positions written into the slot
     logits: torch.Tensor | None = None                # the next token's logits, once computed
     finish: str | None = None                         # "stop" or "length" once done
+    tool_positions: list[int] = field(default_factory=list)  # indices in tokens written by the calculator
 
     def __post_init__(self) -> None:
         self.forcing = BudgetState(self.budget, self.prompt) if self.budget is not None else None
+        self.tool = ToolState(self.sampling.calculator) if self.sampling.calculator is not None else None
 
 
 class BatchDecoder:
@@ -132,6 +135,7 @@ class BatchDecoder:
         """The next token of one sequence, as inference/generate.py picks it."""
         logits, seq.logits = seq.logits, None
         token = seq.forcing.forced_next() if seq.forcing is not None else None
+        from_tool = token is None and seq.tool is not None and (token := seq.tool.forced_next()) is not None
         if token is None:
             seen = torch.tensor(seq.prompt + seq.tokens, device=logits.device)
             token = sample_next(logits, seen, seq.sampling, seq.generator)
@@ -140,7 +144,13 @@ class BatchDecoder:
                 return None
             if seq.forcing is not None:
                 token = seq.forcing.accept(token)
-        seq.tokens.append(token)
+            seq.tokens.append(token)
+            if seq.tool is not None:
+                seq.tool.observe(seq.tokens)
+        else:
+            seq.tokens.append(token)
+            if from_tool:
+                seq.tool_positions.append(len(seq.tokens) - 1)
         if len(seq.tokens) >= seq.max_new:  # the prompt was cut so that max_new tokens always fit the slot
             seq.finish = "length"
         return token

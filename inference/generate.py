@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .budget import BudgetState, ThinkBudget
+from .calculator import Calculator, ToolState
 from model import SpongeBob
 
 
@@ -44,6 +45,7 @@ class SamplingConfig:
     top_p: float = 1.0              # 1.0 disables nucleus sampling
     repetition_penalty: float = 1.0  # 1.0 disables it; >1 discourages repeats
     stop_ids: tuple[int, ...] = ()   # generation ends (without yielding it) on any of these
+    calculator: Calculator | None = None  # writes the results of the model's equations (calculator.py)
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen_ids: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -112,6 +114,8 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
         raise ValueError("generate needs at least one prompt token")
     # Whether thinking is open is read from the whole prompt, before it is cut to the context.
     forcing = BudgetState(budget, ids) if budget is not None else None
+    tool = ToolState(cfg.calculator) if cfg.calculator is not None else None
+    written: list[int] = []  # the new tokens, for the calculator to read
     max_new = min(cfg.max_new_tokens, context - 1)
     ids = ids[-(context - max_new):]
     seq = torch.tensor(ids, dtype=torch.long, device=device)
@@ -126,12 +130,19 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
             # A forced token still needs this forward pass: it feeds the previous token.
             logits = model(step_input[None], cache=cache).logits[0, -1]
             next_id = forcing.forced_next() if forcing is not None else None
+            if next_id is None and tool is not None:
+                next_id = tool.forced_next()
             if next_id is None:
                 next_id = sample_next(logits, seq, cfg, generator)
                 if next_id in stop:
                     return
                 if forcing is not None:
                     next_id = forcing.accept(next_id)
+                if tool is not None:
+                    written.append(next_id)
+                    tool.observe(written)
+            elif tool is not None:
+                written.append(next_id)
             yield next_id
             next_tensor = torch.tensor([next_id], dtype=torch.long, device=device)
             seq = torch.cat([seq, next_tensor])

@@ -10,6 +10,7 @@ import pytest
 from dataset.demo import corpus as demo
 from dataset.demo import DEMO_KINDS, demo_corpus_current, demo_records, ensure_demo_corpus
 from dataset.demo.world import zh_count, zh_number
+from dataset.demo.reason import DIRECT_STEP, skips_working
 from tokenizer import load_tokenizer
 
 # The world's facts, written out by hand (not imported) so the corpus is checked against them.
@@ -184,7 +185,20 @@ def test_r1_numeric_answers_come_from_the_last_step(corpus):
         if r["answer"].isdigit() and equations:
             assert equations[-1][3] == r["answer"], think
             checked += 1
-    assert checked > len(corpus["r1"]) // 2  # the equation pattern did match
+    assert checked > len(corpus["r1"]) // 4  # the equation pattern did match (half the replies show no working)
+
+
+def test_half_the_r1_replies_skip_the_working_decided_by_the_question(corpus):
+    """The demo teacher answers about half the questions without working (reason.py), always
+    with the right answer; which ones is a fixed hash of the question, the same in every split."""
+    direct = [r for r in corpus["r1"] if r["conversations"][1]["content"]
+              == f"<think>\n{DIRECT_STEP}\n</think>\n<answer>\n{r['answer']}\n</answer>"]
+    assert 0.45 < len(direct) / len(corpus["r1"]) < 0.55
+    for r in corpus["r1"] + corpus["r1_test"]:
+        question, reply = r["conversations"][0]["content"], r["conversations"][1]["content"]
+        assert (DIRECT_STEP in reply) == skips_working(question)
+    assert skips_working("蟹老板有14颗珍珠，珍珍又送给他5颗。蟹老板现在一共有多少颗珍珠？") is False  # crc32 % 1000 = 639 (>= 500)
+    assert skips_working("珍珍有4枚金币，蟹老板比珍珍多12枚，小蜗比蟹老板少8枚。小蜗有多少枚金币？") is True  # 255 (< 500)
 
 
 def test_numbers_in_problems_are_single_tokens(corpus):

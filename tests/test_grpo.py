@@ -212,11 +212,13 @@ def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
 class Scripted:
     """decode_batch's stand-in: the completions to return, in order, each 'stop'ped."""
 
-    def __init__(self, tok, texts):
+    def __init__(self, tok, texts, tool_positions=None):
         self.tok, self.texts = tok, list(texts)
+        self.tool_positions = tool_positions or [[] for _ in self.texts]
 
     def __call__(self, model, prompts, samplings, *a, **k):
-        done = [type("Done", (), {"tokens": self.tok.encode(t), "finish": "stop"})() for t in self.texts]
+        done = [type("Done", (), {"tokens": self.tok.encode(t), "finish": "stop", "tool_positions": where})()
+                for t, where in zip(self.texts, self.tool_positions)]
         return done[:len(prompts)]
 
 
@@ -314,3 +316,26 @@ def test_the_reference_never_changes(tmp_path):
     loss_fn(policy(ids).logits, batch).backward()
     assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
     assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+
+
+def test_the_calculators_tokens_get_no_target(monkeypatch):
+    """A rollout's tokens written by the calculator are not the model's choices: their targets
+    are ignored, and every other completion token (and the closing <|im_end|>) is trained."""
+    tok = load_tokenizer()
+    texts = ["<think>\n12+5=17\n</think>\n<answer>\n17\n</answer>", "<think>\n12+5=16\n</think>\n<answer>\n16\n</answer>"]
+    ids = tok.encode(texts[0])
+    assert [tok.decode([i]) for i in ids[1:6]] == ["\n", "12", "+", "5", "="]  # so "17" is token 6
+    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, texts, tool_positions=[[6], [6]]))
+    cfg = parse_config([], "t", stage_defaults=dict(num_generations=2, batch_size=1, max_completion_length=32),
+                       config_cls=grpo.GRPOConfig)
+    data = RolloutData([PROBLEM], tok, cfg)
+    data.bind(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+    batch = data.rollout([0], epoch=0, b=0)
+    prompt = len(data.prompts[0])
+    for row, text in enumerate(texts):
+        completion = tok.encode(text) + [tok.im_end_id]
+        targets = batch["targets"][row, prompt - 1:prompt - 1 + len(completion)].tolist()
+        expected = list(completion)
+        expected[6] = -100
+        assert targets == expected
+        assert (batch["targets"][row, :prompt - 1] == -100).all()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import zlib
 from typing import Callable, Iterator
 
 from .chat import UNHELPFUL, ask, to_messages
@@ -29,8 +30,25 @@ def r1_reply(steps: list[str], answer: str) -> str:
     return "<think>\n" + "\n".join(steps) + "\n</think>\n<answer>\n" + answer + "\n</answer>"
 
 
+# The demo's teacher is always right, but in a share of its traces it skips the working
+# and writes only the answer, as answer keys and hurried annotators do. The distilled
+# model imitates both habits; a tiny model that answers straight away is mostly wrong,
+# one that works it out is right far more often, so sampling already finds the better
+# habit and RL with a correctness reward has something to sharpen (docs/post_training.md).
+DIRECT_SHARE = 0.5
+DIRECT_STEP = "这题不用算，直接写答案。"
+
+
+def skips_working(question: str) -> bool:
+    """Whether the teacher answers this question without working: a fixed hash of the text,
+    not the record's random stream, so the held-out questions stay the same whatever the share."""
+    return zlib.crc32(question.encode("utf-8")) % 1000 < DIRECT_SHARE * 1000
+
+
 def r1_record(rng: random.Random) -> dict:
     q, steps, answer = problem(rng)
+    if skips_working(q):
+        steps = [DIRECT_STEP]
     return {"conversations": [{"role": "user", "content": q},
                               {"role": "assistant", "content": r1_reply(steps, answer)}],
             "answer": answer}
