@@ -20,7 +20,8 @@ with --keep_best the weights of the best validation are the stage's weights.
 Diagnostics in metrics.jsonl: correct (the share of right answers, apart from the
 partial rewards), mixed_groups (0 < right < G: where the signal is), all_wrong_groups and
 all_wrong_advantage_share (how much of the update comes from groups with no right answer,
-i.e. from the partial rewards alone), entropy, completion_length, truncated, kl (--beta).
+i.e. from the partial rewards alone), entropy, completion_length, truncated, kl (--beta),
+tool_use (the share of completions the --calculator wrote in).
 r1_test stays untouched for the final comparison with eval_model.py.
 
 The loss, in full:
@@ -341,6 +342,7 @@ class RolloutData(Hooks):
                   "correct": float(right.sum()) / (len(right) * G),  # the share of right answers, kept apart
                   "completion_length": sum(len(s.tokens) for s in seqs) / len(seqs),
                   "truncated": sum(s.finish == "length" for s in seqs) / len(seqs),
+                  "tool_use": sum(bool(s.tool_positions) for s in seqs) / len(seqs),  # the calculator wrote
                   "zero_signal_groups": float((rewards.std(dim=1) == 0).float().mean()),
                   "mixed_groups": float(((right > 0) & (right < G)).float().mean()),  # where correctness differs
                   "all_wrong_groups": float(all_wrong.float().mean()),

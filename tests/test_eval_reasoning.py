@@ -50,7 +50,7 @@ def scripted(monkeypatch, tok):
     calls = []
 
     def fake_generate(model, prompt_ids, cfg, generator=None, budget=None):
-        calls.append({"prompt": tok.decode(prompt_ids), "budget": budget})
+        calls.append({"prompt": tok.decode(prompt_ids), "budget": budget, "calculator": cfg.calculator})
         yield from tok.encode(calls[-1].get("reply", REPLY))
 
     monkeypatch.setattr(chat, "generate", fake_generate)
@@ -87,6 +87,23 @@ def test_budget_flags_reach_generate(monkeypatch, capsys, tok, tiny, scripted):
     assert budget.continue_ids == tuple(tok.encode("Wait"))
     with pytest.raises(SystemExit):
         run_main(monkeypatch, capsys, ["--ckpt", ckpt, "--max_think_tokens", 4, "--min_think_tokens", 5])
+
+
+def test_calculator_flag_reaches_generate_in_chat_and_batch_evaluation(monkeypatch, capsys, tmp_path, tok, tiny,
+                                                                        scripted):
+    _, ckpt = tiny
+    data = tmp_path / "r1.jsonl"
+    data.write_text(json.dumps({"conversations": r1_conversation("3加4？", "7")}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    for flags in ([], ["--calculator"]):
+        scripted.clear()
+        for what in (["--prompt", "3加4？"], ["--eval_file", data]):
+            code, _, err = run_main(monkeypatch, capsys, ["--model_mode", 2, "--ckpt", ckpt, *what, *flags])
+            assert code == 0, err
+        assert len(scripted) == 2
+        assert all((c["calculator"] is not None) == bool(flags) for c in scripted)
+        if flags:
+            assert scripted[0]["calculator"].result_ids(tok.encode("3+4=")) == tok.encode("7")
 
 
 def test_session_keeps_thinking_unless_told_not_to(tok, tiny, scripted):

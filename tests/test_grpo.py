@@ -331,6 +331,7 @@ def test_the_calculators_tokens_get_no_target(monkeypatch):
     data = RolloutData([PROBLEM], tok, cfg)
     data.bind(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
     batch = data.rollout([0], epoch=0, b=0)
+    assert data.read_metrics(lambda t: t)["tool_use"] == 1.0  # both completions used the calculator
     prompt = len(data.prompts[0])
     for row, text in enumerate(texts):
         completion = tok.encode(text) + [tok.im_end_id]

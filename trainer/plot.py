@@ -144,7 +144,7 @@ def series(run: Run, x_key: str, y_key: str) -> tuple[list[float], list[float]]:
 
 
 # GRPO's diagnostics, shares in [0, 1] drawn beside the rewards: where the signal comes from.
-DIAGNOSTICS = ("correct", "mixed_groups", "all_wrong_advantage_share", "truncated")
+DIAGNOSTICS = ("correct", "mixed_groups", "all_wrong_advantage_share", "truncated", "tool_use")
 
 
 def reward_keys(runs: list[Run]) -> list[str]:
