@@ -91,7 +91,8 @@ def load_sets(args: argparse.Namespace, tok) -> Sets:
         sets.what["mc"] = f"{named}: {len(sets.questions)} questions (chance {CHANCE:.0%})"
     math_path = Path(args.math_file) if args.math_file else r1_test
     sets.problems = list(iter_math(math_path, n))
-    sets.what["math"] = f"{math_path}: {len(sets.problems)} problems, greedy, {args.max_new_tokens} new tokens"
+    sets.what["math"] = (f"{math_path}: {len(sets.problems)} problems, greedy, {args.max_new_tokens} new tokens"
+                         + (", with the calculator" if args.calculator else ""))
     if args.samples:
         sets.what["math"] += f"; pass@1 and pass@{args.pass_k or args.samples} from {args.samples} answers at temperature 1"
     if args.chat_file:

@@ -194,9 +194,12 @@ def test_half_the_r1_replies_skip_the_working_decided_by_the_question(corpus):
     direct = [r for r in corpus["r1"] if r["conversations"][1]["content"]
               == f"<think>\n{DIRECT_STEP}\n</think>\n<answer>\n{r['answer']}\n</answer>"]
     assert 0.45 < len(direct) / len(corpus["r1"]) < 0.55
-    for r in corpus["r1"] + corpus["r1_test"]:
+    for r in corpus["r1"]:
         question, reply = r["conversations"][0]["content"], r["conversations"][1]["content"]
         assert (DIRECT_STEP in reply) == skips_working(question)
+    # The held-out splits are references: every reply works its problem out.
+    assert not any(DIRECT_STEP in r["conversations"][1]["content"] for r in corpus["r1_test"])
+    assert sum(skips_working(r["conversations"][0]["content"]) for r in corpus["r1_test"]) > 100
     assert skips_working("蟹老板有14颗珍珠，珍珍又送给他5颗。蟹老板现在一共有多少颗珍珠？") is False  # crc32 % 1000 = 639 (>= 500)
     assert skips_working("珍珍有4枚金币，蟹老板比珍珍多12枚，小蜗比蟹老板少8枚。小蜗有多少枚金币？") is True  # 255 (< 500)
 

@@ -47,7 +47,7 @@ from typing import Callable, Iterator
 
 from .chat import sft_long_record, sft_record
 from .pretrain import pretrain_record
-from .reason import dpo_record, held_out_records, pair_of, question_of, r1_record
+from .reason import dpo_record, held_out_records, pair_of, question_of, r1_record, r1_train_record
 
 GENERATOR_MODULES = ("world", "word_problems", "pretrain", "chat", "reason")  # this package's generators, fingerprinted
 DEMO_DIR = Path("out/demo")  # relative to the current directory (the repo root when the scripts run)
@@ -59,7 +59,7 @@ DEFAULT_SIZES: dict[str, int] = {"pretrain": 7_000, "sft": 12_000, "sft_long": 2
                                   "r1_test": 500, "r1_val": 200, "dpo_test": 200}
 _MAKERS: dict[str, Callable[[random.Random], dict]] = {
     "pretrain": pretrain_record, "sft": sft_record, "sft_long": sft_long_record,
-    "r1": r1_record, "dpo": dpo_record,
+    "r1": r1_train_record, "dpo": dpo_record,
 }
 # The held-out kinds: (maker, the key that must be new, the kinds of the same seed whose keys are excluded).
 HELD_OUT: dict[str, tuple[Callable[[random.Random], dict], Callable[[dict], str], tuple[str, ...]]] = {

@@ -6,6 +6,9 @@ problem's steps, then answers:
 
     <think>\\n...steps...\\n</think>\\n<answer>\\n12\\n</answer>
 
+In r1, about half the replies skip the working (DIRECT_SHARE, below); the
+held-out splits always show it, as references.
+
 r1_test: the held-out problems for measuring format compliance and accuracy,
 drawn from their own random stream and never equal to a training question
 (held_out_records); r1_val, the same for choosing settings; dpo_test, held-out
@@ -46,12 +49,20 @@ def skips_working(question: str) -> bool:
 
 
 def r1_record(rng: random.Random) -> dict:
+    """A problem with the teacher's worked solution (the held-out splits: their replies are references)."""
     q, steps, answer = problem(rng)
-    if skips_working(q):
-        steps = [DIRECT_STEP]
     return {"conversations": [{"role": "user", "content": q},
                               {"role": "assistant", "content": r1_reply(steps, answer)}],
             "answer": answer}
+
+
+def r1_train_record(rng: random.Random) -> dict:
+    """A training problem as the teacher answered it: worked, or straight away (skips_working)."""
+    record = r1_record(rng)
+    question, answer = record["conversations"][0]["content"], record["answer"]
+    if skips_working(question):
+        record["conversations"][1]["content"] = r1_reply([DIRECT_STEP], answer)
+    return record
 
 
 def held_out_records(make: Callable[[random.Random], dict], key: Callable[[dict], str], rng: random.Random,
