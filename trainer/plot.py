@@ -188,13 +188,15 @@ def draw(runs: list[Run], labels: list[str], x_key: str = "step", smooth: float 
             spikes = [(r[x_key], r["loss"]) for r in run.rows if r.get("spike") and x_key in r]
             if spikes:  # the trainer flagged these: worth seeing where they fall
                 ax_loss.scatter(*zip(*spikes), color=color, marker="x", s=40, zorder=3)
-            ax_val.plot(*series(run, x_key, "val_loss"), color=color, marker="o", markersize=4, linewidth=1.5)
+            if series(run, x_key, "val_loss")[0]:  # an empty line would hide the "no validation loss" note
+                ax_val.plot(*series(run, x_key, "val_loss"), color=color, marker="o", markersize=4, linewidth=1.5)
             ax_lr.plot(*series(run, x_key, "lr"), color=color, linewidth=2)
             ax_speed.plot(*series(run, x_key, "tokens_per_s"), color=color, linewidth=1.5)
-            if extra:  # the run's color, one line style per reward: "reward" solid, the parts dashed
-                for key, style in zip(rewards, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))] * 4):
-                    axes[4].plot(*series(run, x_key, key), color=color, linestyle=style, linewidth=1.5,
-                                 label=key if i == 0 else None)
+            if extra:  # several runs: the run's color, one line style per reward; one run: a color each
+                for j, (key, style) in enumerate(zip(rewards, ["-", "--", ":", "-.", (0, (5, 1)), (0, (1, 3))] * 4)):
+                    alone = len(runs) == 1
+                    axes[4].plot(*series(run, x_key, key), color=f"C{(j + 1) % 10}" if alone else color,
+                                 linestyle="-" if alone else style, linewidth=1.5, label=key if i == 0 else None)
                 axes[5].plot(*series(run, x_key, "val_accuracy"), color=color, marker="o", markersize=4,
                              linewidth=1.5)
 
