@@ -21,6 +21,9 @@ Chat (every mode but 0) keeps the last --history_turns exchanges and an optional
                    (with --no_history, of a new one), one JSON line each:
                    {"user": ..., "assistant": ...}
 
+The calculator (--calculator, any mode): after each equation the model writes up to its
+"=" (3×4=), the result is written for it, as in GRPO's rollouts (inference/calculator.py).
+
 Budget forcing (any mode, s1-style): --max_think_tokens N closes the thinking with
 </think><answer> once it reaches N tokens; --min_think_tokens M replaces an earlier
 </think> with --continue_word (等等) so the model thinks on.
