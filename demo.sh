@@ -13,13 +13,31 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT_DIR:-out}
 
-stage() {  # stage SCRIPT: run a training stage afresh (an earlier run is moved aside) and say how long it took
+stage() {  # stage SCRIPT [flags]: run a training stage afresh (an earlier run is moved aside) and say how long it took
   local start=$SECONDS
-  "$PYTHON" "$1" --out_dir "$OUT" --overwrite
+  "$PYTHON" "$@" --out_dir "$OUT" --overwrite
   echo "== $1 took $((SECONDS - start)) s =="
 }
 
-stage pretrain.py
+# Pretraining runs the whole epoch on every CPU (--max_steps 0). The README's first command
+# already did that where the CPU has native bf16; on one without, it stopped early to keep its
+# minutes, and a shorter pretraining leaves every later stage far weaker (bench/LOG.md).
+whole_demo_pretraining() {  # is $OUT/pretrain.pth the demo's pretraining, run to the end of its epoch?
+  "$PYTHON" -c '
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+cfg = json.loads((run / "config.json").read_text())["config"]
+rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+demo = not cfg.get("data_path") and not cfg.get("tokenizer_dir") and not cfg.get("init")
+sys.exit(0 if demo and cfg.get("max_steps") == 0 and rows and rows[-1].get("epoch", 0) >= 1 else 1)
+' "$OUT/pretrain" 2>/dev/null && [ -f "$OUT/pretrain.pth" ]
+}
+if whole_demo_pretraining; then
+  echo "== pretrain.py: keeping $OUT/pretrain.pth (the whole demo epoch, from the README's first command) =="
+else
+  stage pretrain.py --max_steps 0
+fi
 stage sft.py
 stage sft_long.py
 stage distill.py
