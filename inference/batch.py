@@ -144,13 +144,11 @@ class BatchDecoder:
                 return None
             if seq.forcing is not None:
                 token = seq.forcing.accept(token)
-            seq.tokens.append(token)
-            if seq.tool is not None:
-                seq.tool.observe(seq.tokens)
-        else:
-            seq.tokens.append(token)
+        seq.tokens.append(token)
+        if seq.tool is not None:
             if from_tool:
                 seq.tool_positions.append(len(seq.tokens) - 1)
+            seq.tool.observe(seq.tokens)
         if len(seq.tokens) >= seq.max_new:  # the prompt was cut so that max_new tokens always fit the slot
             seq.finish = "length"
         return token

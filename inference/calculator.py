@@ -30,7 +30,7 @@ LOOKBACK_TOKENS = 12  # "123 × 45 =" is at most a few tokens; a longer look is 
 
 def evaluate(a: int, op: str, b: int) -> int | None:
     """a op b when it is a whole number >= 0, else None."""
-    if op in "+":
+    if op == "+":
         value = a + b
     elif op == "-":
         value = a - b
@@ -70,7 +70,8 @@ class Calculator:
 
 class ToolState:
     """One generation's use of the calculator. Per step: forced_next() first (a result being
-    written); otherwise the model samples, and observe() sees every token kept."""
+    written); otherwise the model samples; then observe() sees the tokens so far (a result's
+    own tokens never end with "=", so they never call the tool again)."""
 
     def __init__(self, calculator: Calculator):
         self.calculator = calculator

@@ -138,11 +138,9 @@ def generate(model: SpongeBob, prompt_ids: Iterable[int], cfg: SamplingConfig | 
                     return
                 if forcing is not None:
                     next_id = forcing.accept(next_id)
-                if tool is not None:
-                    written.append(next_id)
-                    tool.observe(written)
-            elif tool is not None:
+            if tool is not None:
                 written.append(next_id)
+                tool.observe(written)
             yield next_id
             next_tensor = torch.tensor([next_id], dtype=torch.long, device=device)
             seq = torch.cat([seq, next_tensor])
