@@ -58,7 +58,7 @@ from common.seeding import seed_from
 from common.stages import stage
 from dataset.demo import ensure_demo_corpus
 from dataset.pretrain_dataset import epoch_order
-from dataset.problems import Problem, iter_problems
+from dataset.problems import Problem, describe_problems, iter_problems
 from dataset.readers import DataError, SkipStats, expand_paths
 from evaluation.rewards import REWARDS, accuracy_reward, parse_reward_weights
 from inference.batch import decode_batch
@@ -72,6 +72,7 @@ from trainer.chat_data import ChatConfig
 from trainer.config import ConfigError, at_least, non_negative, option, parses, positive, within
 from trainer.contract import Batch, Hooks, Reduce, StageLoss, Validator
 from trainer.distributed import DistInfo, all_reduce_sum
+from trainer.memory import Footprint
 from trainer.reference import Reference, reference_model
 
 
@@ -110,6 +111,12 @@ class GRPOConfig(ChatConfig):
     keep_best: bool = option(True, "at the end, <out_dir>/grpo.pth is the weights of the validation with the best "
                                    "held-out accuracy (all kept in <out_dir>/grpo/best.pth as the run goes)",
                              resume="free")
+
+    def footprint(self) -> Footprint:
+        """A problem is --num_generations rows, first sampled with as many KV-cache slots; --beta holds
+        a frozen reference (the base itself with LoRA)."""
+        G = self.num_generations
+        return Footprint(rows_per_item=G, decode_rows_per_item=G, frozen_models=int(bool(self.beta) and not self.lora_rank))
 
     @property
     def reward_weight_map(self) -> dict[str, float]:
@@ -156,13 +163,14 @@ def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
     rollouts = RolloutData(train, tok, cfg, dist.rank, dist.world_size)
     val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, cfg.keep_best, dist.rank,
                       dist.world_size, calculator(tok, cfg.calculator))
-    what = f"{len(train):,} problems, {cfg.num_generations} completions each; {len(val.problems)} held out"
+    what = (f"{len(train):,} problems ({describe_problems(train)}), {cfg.num_generations} completions each; "
+            f"{len(val.problems)} held out")
     return StageData(rollouts, val, f"problems:{len(train)}:{train[0].where}:{train[-1].where}", what)
 
 
 def build_loss(cfg: GRPOConfig, tok: SpongeTokenizer, device: torch.device, model: SpongeBob) -> GRPOLoss:
     reference = reference_model(cfg.init, model, tok, device) if cfg.beta else None  # beta 0: none held
-    return GRPOLoss(reference, cfg.beta, cfg.epsilon)
+    return GRPOLoss(reference, cfg.beta, cfg.epsilon, cfg.temperature)
 
 
 def calculator(tok: SpongeTokenizer, on: bool) -> Calculator | None:
@@ -211,22 +219,26 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 class GRPOLoss(StageLoss):
-    """The engine's loss_fn: the summed per-token GRPO loss of a batch of completions."""
+    """The engine's loss_fn: the summed per-token GRPO loss of a batch of completions.
 
-    def __init__(self, reference: Reference | None, beta: float, epsilon: float):
-        self.reference, self.beta, self.epsilon = reference, beta, epsilon
+    Every log-probability is the sampling policy's: softmax(logits / temperature), the
+    distribution the rollouts were drawn from (docs/post_training.md, "Which policy")."""
+
+    def __init__(self, reference: Reference | None, beta: float, epsilon: float, temperature: float = 1.0):
+        self.reference, self.beta, self.epsilon, self.temperature = reference, beta, epsilon, temperature
         self._sums: torch.Tensor | None = None  # summed kl, clipped tokens, tokens
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = batch["targets"]
         trained = (targets != IGNORE_INDEX).float()
+        logits = logits.float() / self.temperature
         logp = token_logps(logits, targets)
         old = batch["old_logps"] if "old_logps" in batch else logp.detach()
         loss, clipped = clipped_objective(logp, old, batch["advantages"], self.epsilon)
         kl = torch.zeros_like(logp)
         if self.beta and self.reference is not None:
             with torch.no_grad():
-                ref = token_logps(self.reference(batch), targets)
+                ref = token_logps(self.reference(batch).float() / self.temperature, targets)
             kl = k3_kl(logp, ref)
             loss = loss + self.beta * kl
         if torch.is_grad_enabled():
@@ -305,14 +317,14 @@ class RolloutData(Hooks):
             advantages = advantages.clamp(min=0)
         keep = (right > 0) & (right < G) if cfg.dynamic_sampling else torch.ones_like(right, dtype=torch.bool)
         self._record(scores, rewards, seqs, right, advantages, keep)
-        return self._rows(prompts, seqs, advantages.view(-1), keep.repeat_interleave(G))
+        return self._rows(seqs, advantages.view(-1), keep.repeat_interleave(G))
 
-    def _rows(self, prompts: list[list[int]], seqs: list, advantages: torch.Tensor, keep: torch.Tensor) -> Batch:
-        """Prompt + completion per row; only the completion (and the <|im_end|> it stopped at) is trained,
-        and only in the rows kept (--dynamic_sampling drops groups whose correctness is all equal).
-        The calculator's tokens are not the model's choices: they get no target."""
-        im_end = self.tok.im_end_id
-        rows = [(p, s.tokens + ([im_end] if s.finish == "stop" else [])) for p, s in zip(prompts, seqs)]
+    def _rows(self, seqs: list, advantages: torch.Tensor, keep: torch.Tensor) -> Batch:
+        """Prompt + completion per row, exactly as the decoder saw them: its prompt (cut to the context
+        when it was too long), the tokens chosen, and the stop token it sampled. Only the tokens the
+        policy sampled are trained, and only in the rows kept (--dynamic_sampling drops groups whose
+        correctness is all equal): the calculator's tokens and the budget's forced ones get no target."""
+        rows = [(s.prompt, s.tokens + ([s.stop_id] if s.finish == "stop" else [])) for s in seqs]
         width = max(len(p) + len(c) for p, c in rows) - 1
         batch = {"input_ids": torch.full((len(rows), width), self.tok.endoftext_id, dtype=torch.long),
                  "targets": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
@@ -322,14 +334,15 @@ class RolloutData(Hooks):
             batch["input_ids"][i, :len(ids) - 1] = ids[:-1]
             if keep[i]:
                 targets = ids[len(p):].clone()
-                targets[seqs[i].tool_positions] = IGNORE_INDEX
+                targets[seqs[i].tool_positions + seqs[i].forced_positions] = IGNORE_INDEX
                 batch["targets"][i, len(p) - 1:len(ids) - 1] = targets
             batch["advantages"][i, len(p) - 1:len(ids) - 1] = advantages[i]
         batch["seq_lens"] = torch.tensor([len(p) + len(c) - 1 for p, c in rows])
         if self.cfg.num_iterations > 1:  # pi_old: the sampling policy's log-probs, for the ratio
             with torch.no_grad(), autocast(self.device, self.dtype):
                 logits = self.model(batch["input_ids"].to(self.device)).logits
-            batch["old_logps"] = token_logps(logits, batch["targets"].to(self.device)).float().cpu()
+            batch["old_logps"] = token_logps(logits.float() / self.cfg.temperature,
+                                             batch["targets"].to(self.device)).float().cpu()
         return batch
 
     def _record(self, scores: dict[str, torch.Tensor], rewards: torch.Tensor, seqs: list, right: torch.Tensor,

@@ -74,7 +74,9 @@ class Sequence:
     cached: int = 0                                   # positions written into the slot
     logits: torch.Tensor | None = None                # the next token's logits, once computed
     finish: str | None = None                         # "stop" or "length" once done
-    tool_positions: list[int] = field(default_factory=list)  # indices in tokens written by the calculator
+    stop_id: int | None = None                        # the stop token sampled when finish is "stop"
+    tool_positions: list[int] = field(default_factory=list)    # indices in tokens written by the calculator
+    forced_positions: list[int] = field(default_factory=list)  # indices in tokens the budget forced (budget.py)
 
     def __post_init__(self) -> None:
         self.forcing = BudgetState(self.budget, self.prompt) if self.budget is not None else None
@@ -135,16 +137,20 @@ class BatchDecoder:
         """The next token of one sequence, as inference/generate.py picks it."""
         logits, seq.logits = seq.logits, None
         token = seq.forcing.forced_next() if seq.forcing is not None else None
+        forced = token is not None
         from_tool = token is None and seq.tool is not None and (token := seq.tool.forced_next()) is not None
         if token is None:
             seen = torch.tensor(seq.prompt + seq.tokens, device=logits.device)
-            token = sample_next(logits, seen, seq.sampling, seq.generator)
-            if token in seq.sampling.stop_ids:
-                seq.finish = "stop"
+            sampled = sample_next(logits, seen, seq.sampling, seq.generator)
+            if sampled in seq.sampling.stop_ids:
+                seq.finish, seq.stop_id = "stop", sampled
                 return None
-            if seq.forcing is not None:
-                token = seq.forcing.accept(token)
+            token = seq.forcing.accept(sampled) if seq.forcing is not None else sampled
+            forced = token != sampled  # an early </think> replaced by the continuation word
         seq.tokens.append(token)
+        # Which tokens the model did not choose itself: GRPO trains none of them (grpo.py).
+        if forced:
+            seq.forced_positions.append(len(seq.tokens) - 1)
         if seq.tool is not None:
             if from_tool:
                 seq.tool_positions.append(len(seq.tokens) - 1)

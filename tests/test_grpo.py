@@ -217,8 +217,9 @@ class Scripted:
         self.tool_positions = tool_positions or [[] for _ in self.texts]
 
     def __call__(self, model, prompts, samplings, *a, **k):
-        done = [type("Done", (), {"tokens": self.tok.encode(t), "finish": "stop", "tool_positions": where})()
-                for t, where in zip(self.texts, self.tool_positions)]
+        done = [type("Done", (), {"tokens": self.tok.encode(t), "finish": "stop", "stop_id": self.tok.im_end_id,
+                                  "prompt": p, "tool_positions": where, "forced_positions": []})()
+                for t, where, p in zip(self.texts, self.tool_positions, prompts)]
         return done[:len(prompts)]
 
 
@@ -318,25 +319,12 @@ def test_the_reference_never_changes(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
 
 
-def test_the_calculators_tokens_get_no_target(monkeypatch):
-    """A rollout's tokens written by the calculator are not the model's choices: their targets
-    are ignored, and every other completion token (and the closing <|im_end|>) is trained."""
-    tok = load_tokenizer()
-    texts = ["<think>\n12+5=17\n</think>\n<answer>\n17\n</answer>", "<think>\n12+5=16\n</think>\n<answer>\n16\n</answer>"]
-    ids = tok.encode(texts[0])
-    assert [tok.decode([i]) for i in ids[1:6]] == ["\n", "12", "+", "5", "="]  # so "17" is token 6
-    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, texts, tool_positions=[[6], [6]]))
-    cfg = parse_config([], "t", stage_defaults=dict(num_generations=2, batch_size=1, max_completion_length=32),
-                       config_cls=grpo.GRPOConfig)
-    data = RolloutData([PROBLEM], tok, cfg)
-    data.bind(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
-    batch = data.rollout([0], epoch=0, b=0)
-    assert data.read_metrics(lambda t: t)["tool_use"] == 1.0  # both completions used the calculator
-    prompt = len(data.prompts[0])
-    for row, text in enumerate(texts):
-        completion = tok.encode(text) + [tok.im_end_id]
-        targets = batch["targets"][row, prompt - 1:prompt - 1 + len(completion)].tolist()
-        expected = list(completion)
-        expected[6] = -100
-        assert targets == expected
-        assert (batch["targets"][row, :prompt - 1] == -100).all()
+def test_the_data_line_says_how_the_problems_were_read(tmp_path):
+    from dataset.problems import describe_problems
+    gsm = write_rows(tmp_path / "gsm.jsonl", [
+        {"question": "Tom has 3 apples and buys 4 more. How many?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}] * 3)
+    r1 = write_rows(tmp_path / "r1.jsonl", [{"conversations": [{"role": "user", "content": "1+1?"},
+                                                             {"role": "assistant", "content": GOOD}]}])
+    problems = list(iter_problems(gsm)) + list(iter_problems(r1))
+    assert describe_problems(problems) == ("3 read as GSM8K, gold: the number after ####; "
+                                           "1 read as minimind, gold: the answer field or <answer>")
