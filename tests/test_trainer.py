@@ -222,3 +222,16 @@ def test_validation_time_is_not_counted_as_training_throughput(tmp_path):
     # Each step of the tiny model takes milliseconds; had the 0.5 s validation after step 1 been
     # counted in step 2's interval, step 2 would show fewer than 2 steps' tokens a second.
     assert rows[1]["tokens_per_s"] > 4 * tokens_per_step
+
+
+def test_validation_does_no_backward_work(tmp_path):
+    """A validation pass costs one forward: 2 FLOPs per matmul parameter per token (the embedding is
+    a lookup). The chunked training loss did its backward matmuls in the forward, validation too."""
+    from torch.utils.flop_counter import FlopCounterMode
+    val = SyntheticRows(n_rows=8)
+    t = make_trainer(tmp_path, SyntheticRows(), val=val, batch_size=4, eval_batches=2)
+    matmul_params = sum(m.weight.numel() for m in t.model.modules() if isinstance(m, torch.nn.Linear))
+    with FlopCounterMode(display=False) as counter:
+        t.evaluate()
+    tokens = 8 * 16  # both batches of 4 rows of 16 (SDPA's own FLOPs are not counted on a CPU)
+    assert counter.get_total_flops() == 2 * matmul_params * tokens

@@ -329,6 +329,8 @@ class Trainer:
                "grad_norm": values["grad_norm"] / steps, "stop": values["stop"] > 0}
         if self.peak_flops:
             row["mfu"] = flops / max(seconds, 1e-9) / self.peak_flops
+        if values["empty"]:  # steps that trained no token, so changed nothing (step.py)
+            row["empty_steps"] = int(values["empty"])
         for hooks in self.hooks:  # a stage's own: DPO's rewards, GRPO's rollouts
             row.update(hooks.read_metrics(all_reduce_sum))
         if math.isfinite(loss) and self.spikes.update(loss):
