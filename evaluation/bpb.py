@@ -7,7 +7,10 @@ tokenizers (or a byte model) compare on the same text. Each text is scored as th
 pretraining stream shows a document: <|endoftext|>, then its tokens, the first
 token predicted from <|endoftext|> alone. A text longer than the context is scored
 in consecutive windows, each conditioned only on its own tokens (a slight
-overestimate at each window start, never an underestimate).
+overestimate at each window start, never an underestimate). The context is the
+length the model was trained on (its checkpoint's max_seq_len: trained_context),
+not the positions RoPE could reach: a model trained on rows of 512 has never seen
+position 600, and scoring there would measure extrapolation, not the model.
 
 The default held-out text (held_out_texts) is the demo's r1_test problems written
 the way the pretraining corpus writes its worked problems (练习：question 解：steps
@@ -64,11 +67,17 @@ def bits_per_byte(model: torch.nn.Module, token_lists: Sequence[Sequence[int]], 
     return summed_nll(model, pieces) / (math.log(2) * n_bytes)
 
 
-def text_bits_per_byte(model: torch.nn.Module, tok, texts: Sequence[str]) -> float:
-    """bits_per_byte of texts under the model, each text after <|endoftext|>."""
+def trained_context(model: torch.nn.Module, meta: dict) -> int:
+    """The longest row the model was trained on (its checkpoint's max_seq_len), within its positions."""
+    positions = model.config.max_position_embeddings
+    return min(int(meta.get("max_seq_len") or positions), positions)
+
+
+def text_bits_per_byte(model: torch.nn.Module, tok, texts: Sequence[str], context: int) -> float:
+    """bits_per_byte of texts under the model, each text after <|endoftext|>, in windows of context tokens."""
     token_lists = [[tok.endoftext_id] + tok.encode(t) for t in texts]
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return bits_per_byte(model, token_lists, n_bytes, model.config.max_position_embeddings)
+    return bits_per_byte(model, token_lists, n_bytes, context)
 
 
 def worked_problem_text(record: dict) -> str:

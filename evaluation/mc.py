@@ -1,4 +1,4 @@
-"""Multiple-choice accuracy (CMMLU, C-Eval) by option likelihood, as lm-eval scores it.
+"""Multiple-choice accuracy (CMMLU, C-Eval) by option likelihood, with lm-eval's scoring rule.
 
 Files: CSV with a header holding Question/question, A, B, C, D and Answer/answer
 (CMMLU's `,Question,A,B,C,D,Answer` with its unnamed index column; C-Eval's
@@ -14,9 +14,17 @@ instead each option's text is a continuation of the prompt
 and the option with the highest summed log-probability of its tokens wins
 (lm-eval's `acc`). Summed log-prob favours short options, so `acc_norm` also
 picks by log-prob per character of the option, lm-eval's length normalisation.
-Every stage gets the same plain prompt (lm-eval's default, no chat template), so
-the columns compare. Chance is 25%. The prompt and the option are tokenized
-apart, so the option's tokens are exactly its own.
+Every stage gets the same plain prompt (no chat template), so the columns compare.
+Chance is 25%. The prompt and the option are tokenized apart, so the option's
+tokens are exactly its own.
+
+The rule is lm-eval's (acc, and acc_norm by characters), but the template is ours:
+lm-eval's own cmmlu_* and ceval-valid_* tasks list the four options in the prompt
+and score the letters A-D, so their numbers differ from these. To reproduce ours
+with lm-eval on an export (export.py --format hf), write a task whose doc_to_text is
+"<|endoftext|>{{Question}}\n答案：", whose doc_to_choice is the four option texts,
+with output_type multiple_choice and target_delimiter "" (lm-eval puts a space
+before each choice by default); docs/report.md has the whole YAML.
 """
 from __future__ import annotations
 
@@ -108,9 +116,9 @@ def mc_prompt(question: str) -> str:
     return f"{question}\n答案："
 
 
-def evaluate_mc(model: torch.nn.Module, tok, questions: Sequence[Question]) -> dict:
-    """acc and acc_norm (fractions) over the questions, and their count."""
-    context = model.config.max_position_embeddings
+def evaluate_mc(model: torch.nn.Module, tok, questions: Sequence[Question], context: int) -> dict:
+    """acc and acc_norm (fractions) over the questions, and their count; a question and its longest
+    option fit in context tokens (the trained length: bpb.trained_context), a long question keeping its end."""
     right = right_norm = n = 0
     for q in questions:
         prompt = [tok.endoftext_id] + tok.encode(mc_prompt(q.question))

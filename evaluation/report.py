@@ -37,10 +37,10 @@ from dataset.demo.corpus import ensure_demo_corpus
 from dataset.preference import iter_pairs
 from dataset.readers import DataError, SkipStats, expand_paths
 from inference.generate import SamplingConfig
-from model import CheckpointError, load_model
-from tokenizer import TokenizerError, load_tokenizer
+from model import CheckpointError, checkpoint_tokenizer, load_model
+from tokenizer import TokenizerError, load_tokenizer, tokenizer_for
 from .batch_eval import evaluate_samples, load_samples
-from .bpb import held_out_texts, text_bits_per_byte
+from .bpb import held_out_texts, text_bits_per_byte, trained_context
 from .math_data import iter_math
 from inference.calculator import Calculator
 from .math_eval import evaluate_math
@@ -113,12 +113,12 @@ def wanted(sets: Sets) -> list[str]:
     return [m for m in MEASURES if have[m]]
 
 
-def score(measure: str, model, tok, sets: Sets, args: argparse.Namespace) -> dict:
-    """The columns one measure gives one model."""
+def score(measure: str, model, meta: dict, tok, sets: Sets, args: argparse.Namespace) -> dict:
+    """The columns one measure gives one model (meta: its checkpoint's, for the length it was trained on)."""
     if measure == "text":
-        return {"bpb": text_bits_per_byte(model, tok, sets.texts)}
+        return {"bpb": text_bits_per_byte(model, tok, sets.texts, trained_context(model, meta))}
     if measure == "mc":
-        r = evaluate_mc(model, tok, sets.questions)
+        r = evaluate_mc(model, tok, sets.questions, trained_context(model, meta))
         return {"mc_acc": 100 * r["acc"], "mc_acc_norm": 100 * r["acc_norm"]}
     if measure == "math":
         r = evaluate_math(model, tok, sets.problems, args.max_new_tokens, args.samples, args.pass_k, args.seed,
@@ -141,17 +141,17 @@ def run_all(found: list[tuple[Stage, Path]], sets: Sets, tok, args: argparse.Nam
     measures = wanted(sets)
     tasks = [(row, path, m) for row, path in found for m in measures if applies(m, row)]
     results: dict[str, dict] = {row.name: {} for row, _ in found}
-    loaded: tuple[str, object] | None = None
+    loaded: tuple[str, object, dict] | None = None
     with tqdm(total=len(tasks), desc="report", unit=" score", file=sys.stderr) as bar:
         for row, path, measure in tasks:
             bar.set_postfix_str(f"{row.name} {measure}")
             if loaded is None or loaded[0] != row.name:
                 try:
-                    loaded = (row.name, load_model(path, tokenizer=tok, device=device)[0])
+                    loaded = (row.name, *load_model(path, tokenizer=tok, device=device))
                 except CheckpointError as e:
                     raise UserError(str(e)) from None
             torch.manual_seed(args.seed)
-            results[row.name].update(score(measure, loaded[1], tok, sets, args))
+            results[row.name].update(score(measure, loaded[1], loaded[2], tok, sets, args))
             bar.update(1)
     return results
 
@@ -203,6 +203,19 @@ def find_stages(out_dir: Path, names: str | None) -> list[tuple[Stage, Path]]:
     return found
 
 
+def run_tokenizer(found: list[tuple[Stage, Path]], tokenizer_dir: str | None):
+    """The tokenizer the stages were trained with: --tokenizer_dir, else the one their checkpoints
+    record (an own tokenizer's directory, or the shipped one). Stages trained with different
+    tokenizers cannot share the report's tokenized sets: one line says so."""
+    if tokenizer_dir:
+        return load_tokenizer(tokenizer_dir)
+    identities = {row.name: checkpoint_tokenizer(path) for row, path in found}
+    if len({i.get("sha256") for i in identities.values()}) > 1:
+        names = ", ".join(f"{n} ({i.get('sha256', '?')[:12]})" for n, i in identities.items())
+        raise UserError(f"the stages were trained with different tokenizers: {names}; report them apart with --stages")
+    return tokenizer_for(next(iter(identities.values())))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n")[0])
     p.add_argument("--out_dir", default="out", help="where the stages wrote <stage>.pth; report.md/.png go here")
@@ -224,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calculator", action="store_true",
                    help="math: a calculator writes the result after each equation's '=' (as grpo.py --calculator)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--tokenizer_dir", default=None,
+                   help="the tokenizer the stages were trained with (default: the one their checkpoints record)")
     args = p.parse_args(argv)
     if args.max_samples is not None and args.max_samples < 1:
         p.error("--max_samples must be at least 1")
@@ -238,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     began, out_dir = time.perf_counter(), Path(args.out_dir)
     try:
         found = find_stages(out_dir, args.stages)
-        tok = load_tokenizer()
+        tok = run_tokenizer(found, args.tokenizer_dir)
         sets = load_sets(args, tok)
         results = run_all(found, sets, tok, args)
     except (UserError, DataError, TokenizerError, ValueError) as e:

@@ -11,7 +11,7 @@ import torch
 import evaluation.math_eval as math_eval
 from dataset.readers import DataError
 from evaluation import report
-from evaluation.bpb import bits_per_byte, text_bits_per_byte, worked_problem_text
+from evaluation.bpb import bits_per_byte, held_out_texts, text_bits_per_byte, worked_problem_text
 from evaluation.math_data import MathProblem, equation_value, iter_math
 from evaluation.math_eval import evaluate_math
 from evaluation.pass_at_k import pass_at_k, wilson
@@ -58,8 +58,8 @@ def test_lists_of_unequal_length_batch_like_one_at_a_time(tok, tmp_path):
     model, _ = save_tiny(tmp_path / "t.pth", tok, {})  # a real model: right padding must change nothing
     texts = ["海绵宝宝住在菠萝屋里。", "派大星有八个贝壳，海绵宝宝有两个贝壳，派大星的贝壳多。"]
     sizes = [len(t.encode()) for t in texts]
-    alone = sum(text_bits_per_byte(model, tok, [t]) * n for t, n in zip(texts, sizes)) / sum(sizes)
-    assert text_bits_per_byte(model, tok, texts) == pytest.approx(alone, rel=1e-5)
+    alone = sum(text_bits_per_byte(model, tok, [t], 512) * n for t, n in zip(texts, sizes)) / sum(sizes)
+    assert text_bits_per_byte(model, tok, texts, 512) == pytest.approx(alone, rel=1e-5)
 
 
 def test_uniform_model_costs_log2_vocab_per_token(tok):
@@ -67,7 +67,7 @@ def test_uniform_model_costs_log2_vocab_per_token(tok):
     model = Bigram([[1.0 / vocab] * vocab] * vocab)
     text = "海绵宝宝住在菠萝屋里。"
     tokens = len(tok.encode(text))
-    assert text_bits_per_byte(model, tok, [text]) == pytest.approx(tokens * math.log2(vocab) / len(text.encode()))
+    assert text_bits_per_byte(model, tok, [text], 512) == pytest.approx(tokens * math.log2(vocab) / len(text.encode()))
 
 
 def test_option_scorer_by_hand():
@@ -232,3 +232,59 @@ def test_chat_records_without_a_reference_stop_the_report_or_are_counted_under_s
     assert report.main(argv + ["--skip_bad"]) == 0
     text = (out / "report.md").read_text(encoding="utf-8")
     assert f"{belle}: 1 conversations, greedy (skipped 1 bad record: 1 empty content" in text
+
+
+def test_a_run_with_its_own_tokenizer_is_scored_with_it(tmp_path, monkeypatch, capsys):
+    """The README's own-data block ends with the report: it must read the tokenizer the checkpoints
+    record, not the shipped one (a 512-token vocabulary here, so the shipped 6400 would not even load)."""
+    from model import SpongeBob, get_preset, save_model
+    from test_train_tokenizer import _train, _write_corpus
+    monkeypatch.chdir(tmp_path)
+    _write_corpus(tmp_path / "corpus")
+    assert _train(tmp_path, "tok")[0] == 0
+    own = load_tokenizer(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = SpongeBob(get_preset("spongebob-tiny").with_changes(vocab_size=own.vocab_size)).eval()
+    (tmp_path / "run").mkdir()
+    save_model(tmp_path / "run" / "pretrain.pth", model, own.record(), {"stage": "pretrain"})
+    text = write(tmp_path / "held_out.txt", "海绵宝宝住在菠萝屋里。\n派大星住在石头下面。\n")
+    math_file = write(tmp_path / "G.jsonl", json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    pairs = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "你好", "chosen": "你好！", "rejected": "走开"}) + "\n")
+    argv = ["--out_dir", "run", "--text_file", str(text), "--math_file", str(math_file), "--pref_file", str(pairs),
+            "--device", "cpu"]
+    assert report.main(argv) == 0, capsys.readouterr().err
+    table = (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
+    expected = text_bits_per_byte(model, own, list(held_out_texts(text, from_r1=False, max_samples=None)), 512)
+    assert f"| pretrain | {expected:.3f} |" in table
+
+
+def test_text_and_choices_are_scored_within_the_length_the_model_was_trained_on(tmp_path, tok, monkeypatch):
+    """A checkpoint trained on rows of 8 tokens is scored in windows of 8, never at positions it never saw
+    (its RoPE table reaches 512): the report's figures are those of hand-cut windows and prompts."""
+    monkeypatch.chdir(tmp_path)
+    model, _ = save_tiny(tmp_path / "pretrain.pth", tok, {"stage": "pretrain", "max_seq_len": 8})
+    text = "海绵宝宝住在菠萝屋里。派大星住在石头下面。章鱼哥住在复活节岛石像里。"
+    ids = [tok.endoftext_id] + tok.encode(text)
+    assert len(ids) > 9
+    by_hand = sum(-torch.log_softmax(model(torch.tensor([w[:-1]])).logits[0].float(), -1)[
+        torch.arange(len(w) - 1), torch.tensor(w[1:])].sum().item() for w in
+        [ids[i:i + 9] for i in range(0, len(ids) - 1, 8)]) / (math.log(2) * len(text.encode()))
+    assert by_hand != pytest.approx(bits_per_byte(model, [ids], len(text.encode()), 512))  # the cut matters
+    text_file = write(tmp_path / "t.txt", text + "\n")
+    mc = write(tmp_path / "F.csv", ",Question,A,B,C,D,Answer\n0,海绵宝宝住在哪里？派大星住在哪里？,菠萝屋里,石头下面,"
+                                   "岛上,海底,A\n")
+    math_file = write(tmp_path / "G.jsonl", json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n")
+    pairs = write(tmp_path / "pairs.jsonl", json.dumps({"prompt": "你好", "chosen": "你好！", "rejected": "走开"}) + "\n")
+    argv = ["--out_dir", str(tmp_path), "--text_file", str(text_file), "--mc_file", str(mc), "--math_file",
+            str(math_file), "--pref_file", str(pairs), "--device", "cpu"]
+    results, seen = {}, []
+    monkeypatch.setattr(report, "markdown", lambda stages, r, *a: results.update(r) or "")
+    import evaluation.mc as mc_module
+    real_logprobs = mc_module.option_logprobs
+    monkeypatch.setattr(mc_module, "option_logprobs", lambda m, p, o: seen.append((p, o)) or real_logprobs(m, p, o))
+    assert report.main(argv) == 0
+    assert results["pretrain"]["bpb"] == pytest.approx(by_hand, rel=1e-5)
+    prompt = [tok.endoftext_id] + tok.encode("海绵宝宝住在哪里？派大星住在哪里？\n答案：")
+    options = [tok.encode(o) for o in ("菠萝屋里", "石头下面", "岛上", "海底")]
+    cut = prompt[-(8 - max(len(o) for o in options)):]  # the question keeps its end; the longest option fits
+    assert seen == [(cut, options)] and len(cut) < len(prompt)
