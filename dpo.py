@@ -57,6 +57,7 @@ from trainer.chat_data import ChatConfig
 from trainer.config import non_negative, one_of, option, positive
 from trainer.contract import Batch, Reduce, StageLoss
 from trainer.distributed import DistInfo
+from trainer.memory import Footprint
 from trainer.reference import Reference, reference_model
 
 PREF_LOSSES = ("sigmoid", "ipo", "simpo")
@@ -73,6 +74,10 @@ class DPOConfig(ChatConfig):
     pref_ftx: float = option(0.0, "weight of an SFT loss on the chosen reply, added to the preference loss",
                              check=non_negative)
     simpo_gamma: float = option(0.5, "simpo: the target reward margin")
+
+    def footprint(self) -> Footprint:
+        """A pair is two rows; the reference is a frozen copy (none for simpo, the base itself with LoRA)."""
+        return Footprint(rows_per_item=2, frozen_models=int(self.pref_loss != "simpo" and not self.lora_rank))
 
 
 # LLaMA-Factory's DPO examples: lr 5e-6, beta 0.1, a few epochs, on a GPU.

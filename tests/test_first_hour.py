@@ -343,3 +343,22 @@ def test_a_rerun_in_a_used_folder_is_refused_or_moves_the_old_run_aside(tmp_path
     # Extending the new run: --resume with a larger --max_steps goes on from step 1 to step 3.
     code, out, _ = run_stage_inline(pretrain, [*argv, "--max_steps", "3", "--resume"], tmp_path, monkeypatch, capsys)
     assert code == 0 and "resuming from" in out and "done: 3 steps" in out
+
+
+@pytest.mark.parametrize("stage,rows", [("dpo", 2), ("grpo", 8)])
+def test_the_memory_plan_counts_every_row_of_a_pair_or_a_group(stage, rows):
+    """A DPO item is 2 rows and a GRPO item is --num_generations rows: where 16 plain rows fit but 16
+    pairs or groups do not, the plan lowers those stages' micro-batch and leaves SFT's alone."""
+    import dpo
+    import grpo
+    cls = {"dpo": dpo.DPOConfig, "grpo": grpo.GRPOConfig}[stage]
+    cfg = parse_config(["--batch_size", "16", "--max_seq_len", "512"], "t", config_cls=cls)
+    config = model_config(TrainConfig(), 6400)
+    n = SpongeBob(config).num_parameters()
+    plain = estimate_peak_bytes(config, n, 16, 512, torch.float32)
+    as_rows = estimate_peak_bytes(config, n, 16 * rows, 512, torch.float32)
+    available = (plain + as_rows) / 2 / 0.85  # room for 16 rows, not for 16 x rows
+    assert fit_batch(config, n, 16, 1, 512, torch.float32, available).changed is False
+    plan = fit_batch(config, n, 16, 1, 512, torch.float32, available, cfg.footprint())
+    assert plan.changed and plan.batch_size * plan.accumulation_steps == 16
+    assert plan.estimate <= 0.85 * available

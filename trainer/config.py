@@ -23,6 +23,7 @@ from common.cli import OneLineParser, suggest
 from common.device import DTYPES, trains_in_fp32_on_cpu
 from dataset.chat_formats import CHAT_FORMATS
 from dataset.sft_tokenize import TRUNCATION_POLICIES
+from .memory import Footprint
 
 
 Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it, or None
@@ -170,6 +171,11 @@ class TrainConfig:
                                         "online, or disabled", check=one_of("offline", "online", "disabled"),
                              resume="free")
     config: str = option("", "YAML or JSON file of these options; command-line flags win over it", resume="free")
+
+    def footprint(self) -> Footprint:
+        """What one item of --batch_size holds in memory, for the memory plan (trainer/memory.py):
+        a row here; a stage whose items are more (DPO's pairs, GRPO's groups) says so."""
+        return Footprint()
 
     def check(self) -> None:
         """Every field's own check, then the checks that relate fields; ConfigError in one line.

@@ -10,6 +10,11 @@ the peak of one training step:
   + activations kept for the backward pass           per token: layers x (dim + ffn) x k bytes
   + one chunk of the loss's logits (model/loss.py)  4,096 positions (compiled: 1/16 of them) x vocab x 8 bytes
 
+A stage's micro-batch item may be more than one row (its Footprint): a DPO pair is two
+rows, a GRPO problem is --num_generations rows, sampled first with a KV cache of as many
+slots (freed before the forward and backward, so it adds to the peak only where it is
+larger than the activations), and DPO and GRPO --beta hold a frozen reference copy.
+
 k was measured (bench/bench_memory.py): the peak RSS of real engine steps on a CPU
 over several batch sizes of two model shapes is within 3% of k = 29 (fp32) and
 k = 23 (bf16), for both shapes (bench/LOG.md, "Memory estimate").
@@ -45,6 +50,14 @@ class DoesNotFit(ValueError):
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What one item of a stage's --batch_size holds in memory (TrainConfig.footprint)."""
+    rows_per_item: int = 1          # rows through the forward and backward: DPO 2, GRPO --num_generations
+    decode_rows_per_item: int = 0   # KV-cache slots while sampling (GRPO's rollouts), 0 = no sampling
+    frozen_models: int = 0          # frozen copies of the model held beside it (a reference model)
+
+
+@dataclass(frozen=True)
 class MemoryPlan:
     batch_size: int
     accumulation_steps: int
@@ -54,15 +67,18 @@ class MemoryPlan:
 
 
 def estimate_peak_bytes(cfg: ModelConfig, n_params: int, batch_size: int, seq_len: int,
-                        dtype: torch.dtype) -> float:
-    """Peak bytes of one training step (forward + backward + AdamW update)."""
+                        dtype: torch.dtype, footprint: Footprint = Footprint()) -> float:
+    """Peak bytes of one training step (forward + backward + AdamW update) of batch_size items."""
     half = dtype in (torch.bfloat16, torch.float16)
-    static = n_params * (16 + (2 if half else 0))
-    tokens = batch_size * seq_len
+    static = n_params * (16 + (2 if half else 0)) + footprint.frozen_models * n_params * (4 + (2 if half else 0))
+    tokens = batch_size * footprint.rows_per_item * seq_len
     activations = tokens * cfg.n_layers * (cfg.dim + cfg.hidden_dim) * ACT_BYTES[dtype]
     # One chunk of the loss's logits (model/loss.py): 4,096 positions eagerly, a 16th of them compiled.
     loss_chunk = max(min(tokens, CHUNK_POSITIONS), -(-tokens // COMPILED_CHUNKS)) * cfg.vocab_size * 8
-    return static + activations + loss_chunk + OVERHEAD
+    # The sampling's KV cache (fp32 keys and values, every layer), alive before the forward, not during it.
+    cache = 2 * cfg.n_layers * batch_size * footprint.decode_rows_per_item * cfg.n_kv_heads * seq_len \
+        * cfg.head_dim * 4
+    return static + max(activations + loss_chunk, cache) + OVERHEAD
 
 
 # (limit file, usage file) per cgroup version; v1 keeps the memory controller in its own hierarchy.
@@ -128,20 +144,21 @@ def available_bytes(device: torch.device, local_processes: int = 1) -> float | N
 
 
 def fit_batch(cfg: ModelConfig, n_params: int, batch_size: int, accumulation_steps: int, seq_len: int,
-              dtype: torch.dtype, available: float | None) -> MemoryPlan:
+              dtype: torch.dtype, available: float | None, footprint: Footprint = Footprint()) -> MemoryPlan:
     """The largest micro-batch dividing batch_size whose step fits; accumulation grows to keep the
-    effective batch. Raises DoesNotFit when even one row would not fit."""
-    estimate = estimate_peak_bytes(cfg, n_params, batch_size, seq_len, dtype)
+    effective batch. Raises DoesNotFit when even one item would not fit."""
+    estimate = estimate_peak_bytes(cfg, n_params, batch_size, seq_len, dtype, footprint)
     if available is None or estimate <= HEADROOM * available:
         return MemoryPlan(batch_size, accumulation_steps, estimate, available or 0.0, False)
     for micro in sorted((d for d in range(1, batch_size) if batch_size % d == 0), reverse=True):
-        need = estimate_peak_bytes(cfg, n_params, micro, seq_len, dtype)
+        need = estimate_peak_bytes(cfg, n_params, micro, seq_len, dtype, footprint)
         if need <= HEADROOM * available:
             return MemoryPlan(micro, accumulation_steps * (batch_size // micro), need, available, True)
-    one_row = estimate_peak_bytes(cfg, n_params, 1, seq_len, dtype)
-    raise DoesNotFit(f"one row of --max_seq_len {seq_len} needs about {gb(one_row)} with this model "
-                      f"({n_params / 1e6:.1f}M parameters) but only {gb(available)} is free; lower --max_seq_len, "
-                      "or use a smaller model (--preset spongebob-demo, --hidden_size, --num_hidden_layers)")
+    one = estimate_peak_bytes(cfg, n_params, 1, seq_len, dtype, footprint)
+    what = "one row" if footprint.rows_per_item == 1 else f"one item ({footprint.rows_per_item} rows)"
+    raise DoesNotFit(f"{what} of --max_seq_len {seq_len} needs about {gb(one)} with this model "
+                     f"({n_params / 1e6:.1f}M parameters) but only {gb(available)} is free; lower --max_seq_len, "
+                     "or use a smaller model (--preset spongebob-demo, --hidden_size, --num_hidden_layers)")
 
 
 def gb(n: float) -> str:

@@ -97,12 +97,16 @@ def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: 
     job on one GPU) must still run the same shapes, and only rank 0 may stop the run for it."""
     if dist.is_main:
         plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
-                         cfg.max_seq_len, dtype, available_bytes(device, local_world_size()))
+                         cfg.max_seq_len, dtype, available_bytes(device, local_world_size()), cfg.footprint())
         decided = [plan.batch_size, plan.accumulation_steps]
     batch, accumulation = broadcast_ints(decided if dist.is_main else [0, 0])
     if not dist.is_main:
         cfg.batch_size, cfg.accumulation_steps = batch, accumulation
         return
+    if plan.changed and cfg.footprint().rows_per_item > 1 and getattr(cfg, "num_iterations", 1) > 1:
+        raise ValueError(f"memory: --batch_size {cfg.batch_size} does not fit on {device} ({gb(plan.available)} "
+                         f"free), and --num_iterations {cfg.num_iterations} needs --accumulation_steps 1: lower "
+                         f"--batch_size to {plan.batch_size}")
     if plan.changed:
         print(f"memory: --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len} would need about "
               f"{gb(estimate_for(cfg, model, dtype))} on {device} where {gb(plan.available)} is free: running "
@@ -113,7 +117,8 @@ def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: 
 
 
 def estimate_for(cfg: TrainConfig, model: SpongeBob, dtype: torch.dtype) -> float:
-    return estimate_peak_bytes(model.config, model.num_parameters(), cfg.batch_size, cfg.max_seq_len, dtype)
+    return estimate_peak_bytes(model.config, model.num_parameters(), cfg.batch_size, cfg.max_seq_len, dtype,
+                               cfg.footprint())
 
 
 def adapter_base(cfg: TrainConfig, model: SpongeBob) -> dict | None:
