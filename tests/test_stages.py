@@ -92,3 +92,18 @@ def test_every_option_says_what_a_resume_asks_of_it():
     assert set(rules.values()) <= {"match", "free", "grow"}
     assert rules["num_generations"] == rules["epsilon"] == rules["learning_rate"] == "match"
     assert rules["eval_samples"] == rules["log_interval"] == "free" and rules["max_steps"] == "grow"
+
+
+def test_a_resume_compares_files_not_how_their_paths_are_spelt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "good_rel.jsonl").write_text("{}\n")
+    (tmp_path / "runs" / "other.jsonl").write_text("{}\n")
+    saved = parse_config(["--data_path", "runs/good_rel.jsonl", "--init", "runs/sft.pth"], "t", {},
+                         config_cls=ChatConfig)
+    same = parse_config(["--data_path", str(tmp_path / "runs" / "good_rel.jsonl"), "--init",
+                         "./runs/../runs/sft.pth"], "t", {}, config_cls=ChatConfig)
+    check_resumable(saved_state(saved), same, 1, "d")
+    other = parse_config(["--data_path", "runs/other.jsonl", "--init", "runs/sft.pth"], "t", {}, config_cls=ChatConfig)
+    with pytest.raises(ValueError, match=r"^--resume: --data_path was \['runs/good_rel.jsonl'\]"):
+        check_resumable(saved_state(saved), other, 1, "d")

@@ -7,6 +7,8 @@ where it is declared (option(resume=...)).
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .config import TrainConfig, config_dict, resume_rules
@@ -20,7 +22,7 @@ def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identit
     saved, now = state["config"], config_dict(cfg)
     for key, rule in resume_rules(type(cfg)).items():
         was, is_now = saved.get(key), now.get(key)
-        if rule == "free" or was == is_now:
+        if rule == "free" or was == is_now or (key in PATH_OPTIONS and same_files(was, is_now)):
             continue
         if rule == "grow" and _extends(was, is_now):
             continue
@@ -32,6 +34,17 @@ def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identit
     if state["data_identity"] != data_identity:
         raise ValueError("--resume: the training data changed since the state was saved "
                          f"({state['data_identity']} -> {data_identity})")
+
+
+# Options that name files: a resume compares the files, not how they were spelt (runs/a.jsonl and
+# /home/me/runs/a.jsonl are one file). The data's own fingerprint is checked besides (data_identity).
+PATH_OPTIONS = ("data_path", "init", "tokenizer_dir", "teacher")
+
+
+def same_files(was: str | list[str] | None, now: str | list[str] | None) -> bool:
+    def resolved(v: str | list[str] | None) -> list[str]:
+        return [os.path.realpath(x) for x in ([v] if isinstance(v, str) else v or []) if x]
+    return resolved(was) == resolved(now)
 
 
 def check_rows(state: dict, cfg: TrainConfig, world_size: int) -> None:
