@@ -38,6 +38,20 @@ class Problem:
     where: str           # file:line
     prompt: list[dict]   # messages, ending with the user's turn
     gold: str
+    read_as: str = ""    # "gsm8k", "ape210k", or the chat format the record was read in
+
+
+# How each form's gold was found, for the data line a stage prints (describe_problems).
+GOLD_OF = {"gsm8k": "GSM8K, gold: the number after ####", "ape210k": "Ape210K, gold: ans"}
+
+
+def describe_problems(problems: list[Problem]) -> str:
+    """How the problems were read, e.g. "7,473 read as GSM8K, gold: the number after ####"."""
+    counts: dict[str, int] = {}
+    for p in problems:
+        counts[p.read_as] = counts.get(p.read_as, 0) + 1
+    chat = "{}, gold: the answer field or <answer>"
+    return "; ".join(f"{n:,} read as {GOLD_OF.get(form) or chat.format(form or 'chat')}" for form, n in counts.items())
 
 
 def _gold(record: dict, messages: list[dict]) -> str:
@@ -61,7 +75,7 @@ def _problem(record: object, fmt: str, where: str, path: Path) -> Problem:
         raise ChatFormatError(f"the gold answer is {len(gold)} characters ({gold[:30]!r}...), not a short final "
                               f"answer: no reply could earn its reward; {hint}", "gold not a short answer")
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    return Problem(where, messages[:last_user + 1], gold)
+    return Problem(where, messages[:last_user + 1], gold, fmt)
 
 
 def _several_numbers(problems: list[Problem]) -> Iterator[tuple[Problem, ChatFormatError]]:
@@ -87,7 +101,7 @@ def iter_problems(path: str | Path, data_format: str | None = None,
             name = raw_set(record) if data_format is None else None
             if name is not None:
                 question, gold = raw_problem(record, name)
-                problems.append(Problem(where, [{"role": "user", "content": question}], gold))
+                problems.append(Problem(where, [{"role": "user", "content": question}], gold, name))
                 continue
             fmt = fmt or detect_format(record)
             if fmt is None:
