@@ -15,7 +15,11 @@ shared data, with (same command and data -> byte-identical tokenizer.json):
         ../shared/data/luxun ../shared/data/classic-novels ../shared/data/cmrc2018 \
         ../shared/data/chinese-poetry ../shared/data/llamafactory/alpaca_zh_demo.json \
         ../shared/data/medicalgpt/sharegpt_zh_1K_format.jsonl ../shared/data/alpaca-chinese-mt \
-        --skip_bad --out_dir tokenizer
+        --skip_bad --out_dir out/tokenizer && cp out/tokenizer/tokenizer.json tokenizer/
+
+It never writes into the shipped tokenizer/ (every run without --tokenizer_dir was trained
+with it), and it refuses an --out_dir that already holds a tokenizer: checkpoints trained with
+that one would no longer load. --overwrite moves the old one aside instead of deleting it.
 """
 
 import argparse
@@ -28,7 +32,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from dataset.readers import DataError, SkipStats, iter_texts
-from tokenizer import load_tokenizer
+from tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer
 from tokenizer.hf_format import write_hf_dir
 from tokenizer.sample import Sample, sample_texts
 from tokenizer.train import compression, peak_rss_mb, train_bpe
@@ -57,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42,
                    help="seed of the sample; the same seed and data give the same tokenizer")
     p.add_argument("--min_frequency", type=int, default=2, help="a pair must occur this often to be merged")
+    p.add_argument("--overwrite", action="store_true",
+                   help="--out_dir already holds a tokenizer: move it aside to <out_dir>.previous-<time> (never "
+                        "deleted) and write the new one there")
     return p.parse_args(argv)
 
 
@@ -68,8 +75,24 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--vocab_size must be at least {MIN_VOCAB} (256 byte symbols + 7 special tokens + 1)")
     if args.max_chars <= 0 or args.heldout_chars < 0:
         raise ValueError("--max_chars must be positive and --heldout_chars not negative")
-    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+    out = Path(args.out_dir)
+    if out.exists() and not out.is_dir():
         raise ValueError(f"--out_dir {args.out_dir} exists and is not a directory")
+    if out.resolve() == DEFAULT_TOKENIZER_DIR:
+        raise ValueError(f"--out_dir {args.out_dir} is the shipped tokenizer, which every run without "
+                         "--tokenizer_dir trains and loads with: write to another folder (e.g. out/tokenizer)")
+    if (out / "tokenizer.json").exists() and not args.overwrite:
+        raise ValueError(f"--out_dir {args.out_dir} already holds a tokenizer; checkpoints trained with it would "
+                         "no longer load: choose another --out_dir, or pass --overwrite to move it aside")
+
+
+def move_aside(out: Path) -> Path:
+    """Rename an existing tokenizer directory to <out>.previous-<time>, so nothing is ever deleted."""
+    aside = out.with_name(f"{out.name}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+    while aside.exists():
+        aside = aside.with_name(aside.name + "x")
+    out.rename(aside)
+    return aside
 
 
 def read_sample(args: argparse.Namespace, skip: SkipStats | None) -> Sample:
@@ -120,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tokenizer_json = train_bpe(sample.train, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty())
     train_s = time.perf_counter() - t0
+    if (Path(args.out_dir) / "tokenizer.json").exists():  # --overwrite, checked above
+        print(f"--overwrite: the tokenizer that was in {args.out_dir} is now in {move_aside(Path(args.out_dir))}")
     out_dir = write_hf_dir(tokenizer_json, args.out_dir)
     report(args, sample, Tokenizer.from_str(tokenizer_json), train_s, out_dir)
     return 0

@@ -189,3 +189,29 @@ def test_an_own_tokenizer_goes_through_every_stage_and_tool_untold(tmp_path, cap
                            "--tokenizer_dir", str(REPO / "tokenizer")], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and "vocab_size is 512 but the tokenizer has 6400" in done.stderr
+
+
+def test_an_existing_tokenizer_is_never_overwritten_silently(tmp_path, capsys):
+    """A tokenizer that trained checkpoints must survive a second run into its folder: refused, or with
+    --overwrite moved aside (its bytes intact); the shipped tokenizer is never written at all."""
+    import train_tokenizer
+    from tokenizer import DEFAULT_TOKENIZER_DIR
+    _write_corpus(tmp_path / "corpus")
+    assert _train(tmp_path, "tok")[0] == 0
+    first = (tmp_path / "tok" / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    code, out = _train(tmp_path, "tok", "--seed", "7")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: --out_dir {out} already holds a tokenizer") and "--overwrite" in err
+    assert (out / "tokenizer.json").read_bytes() == first
+    code, out = _train(tmp_path, "tok", "--seed", "7", "--overwrite")
+    printed = capsys.readouterr().out
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("tok.previous-")]
+    assert code == 0 and len(aside) == 1 and f"is now in {aside[0]}" in printed
+    assert (aside[0] / "tokenizer.json").read_bytes() == first != (out / "tokenizer.json").read_bytes()
+    shipped = (DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_bytes()
+    for extra in ([], ["--overwrite"]):
+        code = train_tokenizer.main(["--data_path", str(tmp_path / "corpus"), "--vocab_size", "512",
+                                     "--out_dir", str(DEFAULT_TOKENIZER_DIR), *extra])
+        assert code == 2 and "is the shipped tokenizer" in capsys.readouterr().err
+    assert (DEFAULT_TOKENIZER_DIR / "tokenizer.json").read_bytes() == shipped
