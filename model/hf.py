@@ -73,7 +73,7 @@ def from_hf_state_dict(hf_state_dict: dict[str, torch.Tensor], cfg: ModelConfig)
     return ours
 
 
-def hf_config_dict(cfg: ModelConfig, bos_token_id: int = 1, eos_token_id: int = 2,
+def hf_config_dict(cfg: ModelConfig, bos_token_id: int = 0, eos_token_id: int = 2,
                    pad_token_id: int = 0) -> dict:
     """A config.json for LlamaForCausalLM that transformers 4.x and 5.x both read.
 

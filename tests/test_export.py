@@ -6,6 +6,7 @@ hand-derived hyperparameters. The GGUF file is checked in test_export_gguf.py.
 """
 import io
 import json
+import math
 import logging
 import re
 from pathlib import Path
@@ -163,10 +164,39 @@ def test_hf_config_and_generation_config(hf_exports):
     assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
             cfg.intermediate_size, cfg.vocab_size, cfg.max_position_embeddings) == (64, 2, 4, 2, 160, 6400, 512)
     gen = json.loads((exp["dir"] / "generation_config.json").read_text())
-    # bos <|im_start|> 1; a reply ends at <|im_end|> 2, a continuation at <|endoftext|> 0; pad 0.
-    assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"]) == (1, [2, 0], 0)
+    # bos <|endoftext|> 0 (what pretraining puts before a document); a reply ends at <|im_end|> 2, a
+    # continuation at <|endoftext|> 0; pad 0.
+    assert (gen["bos_token_id"], gen["eos_token_id"], gen["pad_token_id"]) == (0, [2, 0], 0)
+    assert cfg.bos_token_id == 0 and exp["tok"].bos_token_id == 0
     assert list(exp["hf"].generation_config.eos_token_id) == [2, 0]
     assert gen["do_sample"] is False and not {"repetition_penalty", "temperature", "top_p"} & set(gen)
+
+
+def lm_eval_rolling_bits_per_byte(hf, hf_tok, texts: list[str]) -> float:
+    """Bits per byte as lm-eval's loglikelihood_rolling computes it, with the export's own defaults:
+    the text encoded without special tokens, its first window read after prefix_token_id (HFLM takes
+    the tokenizer's bos_token_id), windows as long as config.max_position_embeddings."""
+    prefix, max_len = hf_tok.bos_token_id, hf.config.max_position_embeddings
+    nll, n_bytes = 0.0, 0
+    for text in texts:
+        ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) < max_len  # one window: the first, [prefix] + ids[:-1] predicting ids
+        inputs = torch.tensor([[prefix] + ids[:-1]])
+        with torch.no_grad():
+            logp = torch.log_softmax(hf(inputs).logits[0].float(), dim=-1)
+        nll -= float(logp[torch.arange(len(ids)), torch.tensor(ids)].sum())
+        n_bytes += len(text.encode("utf-8"))
+    return nll / (n_bytes * math.log(2))
+
+
+def test_lm_eval_style_bits_per_byte_on_the_export_equals_ours(hf_exports, tok):
+    """Any tool that starts a text with the export's BOS must see what pretraining showed the model:
+    <|endoftext|> before each document. Then lm-eval's rolling loglikelihood is our bits per byte."""
+    from evaluation.bpb import text_bits_per_byte
+    exp = hf_exports[False]
+    texts = ["海绵宝宝住在菠萝屋里。", "派大星有八个贝壳，海绵宝宝有两个贝壳。", "The quick brown fox."]
+    ours = text_bits_per_byte(exp["ours"], tok, texts, 512)
+    assert lm_eval_rolling_bits_per_byte(exp["hf"], exp["tok"], texts) == pytest.approx(ours, rel=1e-5)
 
 
 def test_capture_sees_a_missing_head(tmp_path):

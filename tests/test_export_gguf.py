@@ -112,7 +112,7 @@ def check_metadata(reader, tok) -> None:
         "general.architecture": "llama", "llama.context_length": 512, "llama.embedding_length": 64,
         "llama.block_count": 2, "llama.feed_forward_length": 160, "llama.attention.head_count": 4,
         "llama.attention.head_count_kv": 2, "llama.rope.dimension_count": 16, "llama.vocab_size": 6400,
-        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.bos_token_id": 1,
+        "tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": "gpt-2", "tokenizer.ggml.bos_token_id": 0,
         "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.padding_token_id": 0,
         "tokenizer.ggml.add_bos_token": False, "tokenizer.chat_template": CHAT_TEMPLATE,
     }

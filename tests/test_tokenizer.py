@@ -81,7 +81,7 @@ def test_special_tokens_have_the_fixed_ids(tok):
         assert tok.id_to_token(expected_id) == token
     assert (tok.endoftext_id, tok.im_start_id, tok.im_end_id) == (0, 1, 2)
     assert (tok.think_id, tok.think_end_id, tok.answer_id, tok.answer_end_id) == (3, 4, 5, 6)
-    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 0, 2)  # bos: what pretraining puts before a document
 
 
 def test_vocab_size_counts_every_id(tok):
@@ -219,7 +219,7 @@ def test_hf_files_are_portable_to_transformers_4():
 
 
 def test_hf_roles_and_ids_match_ours(tok, hf_tok):
-    assert (hf_tok.bos_token, hf_tok.eos_token, hf_tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    assert (hf_tok.bos_token, hf_tok.eos_token, hf_tok.pad_token) == ("<|endoftext|>", "<|im_end|>", "<|endoftext|>")
     assert (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
     assert len(hf_tok) == tok.vocab_size
     for text in ROUND_TRIP:

@@ -14,13 +14,17 @@ import json
 from pathlib import Path
 
 from .chat_template import CHAT_TEMPLATE
-from .specials import ENDOFTEXT, IM_END, IM_START, REASONING_TAGS
+from .specials import ENDOFTEXT, IM_END, REASONING_TAGS
 
 # Long enough for any context a tiny model is trained with; transformers only
 # uses it to warn about over-long inputs.
 MODEL_MAX_LENGTH = 32768
 
-SPECIAL_TOKENS_MAP = {"bos_token": IM_START, "eos_token": IM_END, "pad_token": ENDOFTEXT}
+# bos is <|endoftext|>: pretraining separates documents with it, so every document the model
+# read followed one. Nothing adds it by itself (add_bos_token false): a chat starts at <|im_start|>
+# as SFT trained it, and tools that prefix a BOS to plain text (lm-eval's rolling loglikelihood
+# uses bos_token_id as its prefix) get exactly the context of pretraining.
+SPECIAL_TOKENS_MAP = {"bos_token": ENDOFTEXT, "eos_token": IM_END, "pad_token": ENDOFTEXT}
 
 
 def portable_tokenizer_json(tokenizer_json: str) -> str:

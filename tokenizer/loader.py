@@ -44,7 +44,9 @@ class SpongeTokenizer:
         self.answer_id: int = ids[ANSWER]
         self.answer_end_id: int = ids[ANSWER_END]
         self.pad_id: int = self.endoftext_id
-        self.bos_id: int = self.im_start_id
+        # What pretraining puts before every document (dataset/pretokenize.py), so a tool that starts
+        # a text with the BOS (lm-eval's rolling loglikelihood, llama.cpp) gives the trained context.
+        self.bos_id: int = self.endoftext_id
         self.eos_id: int = self.im_end_id  # a reply ends with <|im_end|>
 
     def __len__(self) -> int:
