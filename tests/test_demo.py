@@ -66,6 +66,39 @@ def test_pretrain_format_and_size(corpus):
     assert 1_150_000 <= chars <= 1_400_000  # the documented default: about 1.3M characters
 
 
+def test_the_readmes_prompt_reads_on_into_a_world_fact(corpus):
+    """The README's first command continues 海绵宝宝住在. A tiny model early in training takes the
+    most frequent continuation of a character + 在, so 住在菠萝屋里 must be that, by a margin:
+    "海绵宝宝在练习算术" once outnumbered it and the model answered with a line of sums."""
+    counts: dict[str, int] = {}
+    for r in corpus["pretrain"]:
+        for m in re.finditer(r"海绵宝宝(住在|正在|在)(..)", r["text"]):
+            counts[m.group(1) + m.group(2)] = counts.get(m.group(1) + m.group(2), 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    assert ranked[0][0] == "住在菠萝" and ranked[0][1] >= 3 * ranked[1][1], ranked[:3]
+    lived = [m.group(1) for r in corpus["pretrain"] for m in re.finditer(r"海绵宝宝住在(.{4})", r["text"])]
+    assert set(lived) == {"菠萝屋里"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_demo_model_continues_the_readmes_prompt_with_its_home(tmp_path, dtype):
+    """The README's main job, as a user runs it (bf16 where the CPU has it, else fp32 and its shorter
+    demo), then its prompt greedily: the first sentence is a fact of the demo's world."""
+    import subprocess
+    import sys
+    from common.device import cpu_has_native_bf16
+    if dtype == "bfloat16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "pretrain.py", "--out_dir", str(tmp_path), "--dtype", dtype], cwd=root,
+                   check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "eval_model.py", "--model_mode", "0", "--out_dir", str(tmp_path),
+                          "--prompt", "海绵宝宝住在", "--temperature", "0", "--max_new_tokens", "12"], cwd=root,
+                         check=True, capture_output=True, text=True).stdout
+    assert out.startswith("海绵宝宝住在菠萝屋里。"), out
+
+
 def test_chat_formats(corpus):
     for kind in ("sft", "sft_long"):
         for i, r in enumerate(corpus[kind]):

@@ -93,8 +93,10 @@ def _fact(rng: random.Random, op: str, a: int, b: int, c: int) -> str:
 
 
 def arithmetic(rng: random.Random) -> list[str]:
+    # No character opens a lesson: "海绵宝宝在练习算术" outnumbered "海绵宝宝住在菠萝屋里", and the demo
+    # model then continued the README's prompt 海绵宝宝住在 with 练习算术 and a line of sums.
     out = [rng.choice(("我们来学算术。", "今天的算术课上，泡芙老师在黑板上写了几道题。", "算术很有趣。",
-                       "海绵宝宝在练习算术。"))]
+                       "我们一起来练习算术。"))]
     for _ in range(rng.randint(5, 9)):  # every number at most MAX_NUMBER, as in the reasoning problems
         op = rng.choice("+-×")
         if op == "×":
@@ -115,7 +117,7 @@ def counting(rng: random.Random) -> list[str]:
     thing, measure = rng.choice(COUNTABLES)
     n = rng.randint(3, 9)
     steps = "、".join(zh_count(i, measure) for i in range(1, n + 1))
-    out = [f"{c.name}在数{thing}：{steps}。一共有{zh_count(n, measure)}{thing}。"]
+    out = [f"{c.name}数了数{thing}：{steps}。一共有{zh_count(n, measure)}{thing}。"]
     k = rng.choice([d for d in (2, 3, 4) if n * 2 % d == 0])
     total = n * 2  # doubled so that sharing among 2, 3 or 4 friends can come out even
     out.append(f"后来{c.pronoun}又找到了{zh_count(n, measure)}，现在有{zh_count(total, measure)}{thing}。")
