@@ -56,11 +56,12 @@ import torch.nn.functional as F
 
 from model import IGNORE_INDEX, CheckpointError, SpongeBob, load_model
 from tokenizer import SpongeTokenizer
-from trainer import StageData, train_stage
+from trainer import StageData, StageLoss, train_stage
 from trainer.chat_data import ChatConfig, chat_data
 from trainer.config import non_negative, option, positive, within
-from trainer.contract import Batch, StageLoss
+from trainer.stage import Batch
 from trainer.distributed import DistInfo
+from trainer.loop import fit
 from trainer.reference import packed_inputs
 
 
@@ -156,10 +157,10 @@ class TeacherLoss(StageLoss):
         # Packed rows: the teacher must see the same positions and the same mask, or its targets
         # would be those of conversations reading each other.
         with torch.no_grad():
-            teacher_logits = self.teacher(batch["input_ids"], **packed_inputs(batch)).logits
+            teacher_logits = self.teacher(batch["input_ids"], **packed_inputs(batch))
         return distillation_loss(logits, teacher_logits, batch["targets"], batch.get("loss_weight"),
                                  self.alpha, self.temperature)
 
 
 if __name__ == "__main__":
-    train_stage("distill", __doc__, REFERENCE, DEMO, build_data, build_loss, DistillConfig)
+    train_stage("distill", __doc__, REFERENCE, DEMO, build_data, fit, build_loss, DistillConfig)

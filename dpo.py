@@ -52,11 +52,12 @@ from dataset.pref_dataset import PreferenceDataset
 from dataset.sft_tokenize import describe_chat, pretokenize_chat
 from model import IGNORE_INDEX, SpongeBob
 from tokenizer import SpongeTokenizer
-from trainer import StageData, train_stage
+from trainer import StageData, StageLoss, train_stage
 from trainer.chat_data import ChatConfig
 from trainer.config import non_negative, one_of, option, positive
-from trainer.contract import Batch, Reduce, StageLoss
+from trainer.stage import Batch, Reduce
 from trainer.distributed import DistInfo
+from trainer.loop import fit
 from trainer.memory import Footprint
 from trainer.reference import Reference, reference_model
 
@@ -186,4 +187,4 @@ class PreferenceLoss(StageLoss):
 
 
 if __name__ == "__main__":
-    train_stage("dpo", __doc__, REFERENCE, DEMO, build_data, build_loss, DPOConfig)
+    train_stage("dpo", __doc__, REFERENCE, DEMO, build_data, fit, build_loss, DPOConfig)

@@ -56,7 +56,8 @@ from dataset.preference import PREF_FORMATS
 from inference.calculator import Calculator
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
 from inference.chat import CHAT_HELP, TEXT_HELP, ChatSession, ReasoningRender, chat_loop, command, write_reply
-from inference.generate import SamplingConfig, default_repetition_penalty, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig, default_repetition_penalty
 from common.stages import STAGES
 from inference.loading import MODES_HELP, UserError, load, mode_number, mode_stage
 from inference.streaming import stream_text

@@ -4,11 +4,12 @@
     python grpo.py --data_path out/r1/gsm8k.jsonl           # your problems with gold answers
     python grpo.py --num_generations 8 --beta 0.04 --lora_rank 8
 
-Everything special about this stage is in this file (the loop, precision, checkpoints and
-resume are trainer/'s; the rewards are evaluation/rewards.py):
+Everything special about this stage is in this file, its loop included (train(), below:
+sample, reward, advantages, loss, step); precision, checkpoints and exact resume are the
+engine's (trainer/engine.py), the rewards evaluation/rewards.py's:
   data   problems with gold answers, in any chat format (the R1 files of dataset.convert,
-         the demo's r1 set): dataset/problems.py. Each micro-batch samples
-         --num_generations completions of --batch_size problems from the current model.
+         the demo's r1 set, raw GSM8K and Ape210K): dataset/problems.py. Each micro-batch
+         samples --num_generations completions of --batch_size problems from the current model.
   loss   group-relative advantages of the rewards (--reward_weights of accuracy, format and
          arithmetic: evaluation/rewards.py),
          PPO's clipped ratio (--epsilon, --num_iterations), token-level normalisation, and an
@@ -43,41 +44,45 @@ summed over all completion tokens and divided by their number across the whole s
 (the engine's normalisation): token-level, as DAPO and Dr GRPO do, so a long
 completion does not weigh less per token than a short one. A group whose rewards are
 all equal has zero advantage: it gives no signal, and its share is logged.
+
+pi is the policy that sampled: softmax(logits / --temperature), the distribution the
+rollouts were drawn from, so the gradient is that of the expected reward of the sampling
+policy (docs/post_training.md, "Which policy"). Only the tokens it sampled are trained:
+the stop token it drew, never a token the calculator or the thinking budget wrote.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from common.device import autocast
-from common.reasoning import answer_span, answers_match, is_compliant
-from common.seeding import seed_from
+from common.seeding import epoch_order, seed_from
 from common.stages import stage
 from dataset.demo import ensure_demo_corpus
-from dataset.pretrain_dataset import epoch_order
 from dataset.problems import Problem, describe_problems, iter_problems
 from dataset.readers import DataError, SkipStats, expand_paths
 from evaluation.rewards import REWARDS, accuracy_reward, parse_reward_weights
+from evaluation.rollouts import ProblemEval, RolloutStats
 from inference.batch import decode_batch
 from inference.budget import think_budget
 from inference.calculator import Calculator
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from model import IGNORE_INDEX, SpongeBob
 from tokenizer import SpongeTokenizer
-from trainer import StageData, train_stage
-from trainer.chat_data import ChatConfig
+from trainer import Engine, StageData, StageLoss, train_stage
+from trainer.best import BestCheckpoint
 from trainer.config import ConfigError, at_least, non_negative, option, parses, positive, within
-from trainer.contract import Batch, Hooks, Reduce, StageLoss, Validator
 from trainer.distributed import DistInfo, all_reduce_sum
+from trainer.stage import Batch, Reduce
+from trainer.finetune import FinetuneConfig
 from trainer.memory import Footprint
 from trainer.reference import Reference, reference_model
 
 
 @dataclass
-class GRPOConfig(ChatConfig):
+class GRPOConfig(FinetuneConfig):
     num_generations: int = option(8, "completions sampled per problem (the group)", check=lambda v: None if v >= 2
                                   else "GRPO compares completions within a group; it needs at least 2")
     max_completion_length: int = option(160, "most tokens per completion", check=at_least(1))
@@ -87,7 +92,7 @@ class GRPOConfig(ChatConfig):
                                      "and the validation; its tokens are masked out of the loss "
                                      "(inference/calculator.py)")
     max_think_tokens: int = option(0, "budget forcing in the rollouts: close the thinking after this many tokens "
-                                      "(0 = off)", check=at_least(0))
+                                      "(0 = off); the forced tokens are masked out of the loss", check=at_least(0))
     reward_weights: str = option("accuracy:1,format:0.1", "rewards and their weights, name:weight,...",
                                  check=parses(parse_reward_weights, "reward_weights"))
     scale_rewards: bool = option(True, "divide advantages by the group's reward std (false: Dr GRPO, "
@@ -118,10 +123,6 @@ class GRPOConfig(ChatConfig):
         G = self.num_generations
         return Footprint(rows_per_item=G, decode_rows_per_item=G, frozen_models=int(bool(self.beta) and not self.lora_rank))
 
-    @property
-    def reward_weight_map(self) -> dict[str, float]:
-        return parse_reward_weights(self.reward_weights)
-
     def check(self) -> None:
         super().check()
         if self.num_iterations > 1 and self.accumulation_steps > 1:
@@ -143,6 +144,7 @@ DEMO = dict(epochs=1, max_steps=16, batch_size=16, accumulation_steps=1, learnin
             warmup_steps=0, weight_decay=0.0, max_seq_len=512, save_interval=16, eval_interval=4, log_interval=4,
             max_completion_length=160, temperature=0.5, eval_samples=200, reward_weights="accuracy:1",
             scale_rewards=False, dynamic_sampling=True, calculator=True)
+PROGRESS = (("reward", "reward"), ("correct", "correct"))  # what the progress bar shows besides the loss
 
 
 def read_problems(paths: list[str], cfg: GRPOConfig) -> list[Problem]:
@@ -160,12 +162,12 @@ def build_data(cfg: GRPOConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
     else:  # the last --val_fraction of the problems, never trained on
         cut = max(1, round(len(train) * cfg.val_fraction))
         train, held_out = train[:-cut], train[-cut:]
-    rollouts = RolloutData(train, tok, cfg, dist.rank, dist.world_size)
-    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, cfg.keep_best, dist.rank,
-                      dist.world_size, calculator(tok, cfg.calculator))
+    problems = ProblemSet(train, tok, cfg, dist.rank, dist.world_size)
+    val = ProblemEval(held_out[:cfg.eval_samples], tok, cfg.max_completion_length, dist.rank, dist.world_size,
+                      calculator(tok, cfg.calculator))
     what = (f"{len(train):,} problems ({describe_problems(train)}), {cfg.num_generations} completions each; "
             f"{len(val.problems)} held out")
-    return StageData(rollouts, val, f"problems:{len(train)}:{train[0].where}:{train[-1].where}", what)
+    return StageData(problems, val, f"problems:{len(train)}:{train[0].where}:{train[-1].where}", what)
 
 
 def build_loss(cfg: GRPOConfig, tok: SpongeTokenizer, device: torch.device, model: SpongeBob) -> GRPOLoss:
@@ -177,7 +179,109 @@ def calculator(tok: SpongeTokenizer, on: bool) -> Calculator | None:
     return Calculator.for_tokenizer(tok) if on else None
 
 
-# ------------------------------------------------------------------ the loss and the rollouts
+# ------------------------------------------------------------------ the loop
+def train(engine: Engine, data: StageData, loss_fn: GRPOLoss) -> None:
+    """GRPO's loop: sample a group of completions per problem from the current policy, reward them,
+    turn the rewards into advantages within each group, and step on the loss; a rollout serves
+    --num_iterations steps. The engine does the step's math, the logs, the saves and exact resume."""
+    cfg, problems, held_out = engine.cfg, data.train, data.val
+    weights, stats = parse_reward_weights(cfg.reward_weights), RolloutStats(cfg.num_generations)
+    rollout = engine.restored.get("rollout")  # a --resume between a rollout's --num_iterations steps
+    best = BestCheckpoint(engine, "val_accuracy", cfg.keep_best)  # held-out accuracy picks the weights kept
+
+    def validate() -> dict:
+        return best.track(held_out.evaluate(engine.model, engine.device, engine.dtype, all_reduce_sum))
+    engine.start(validate=validate if held_out.problems else None, progress=PROGRESS)
+    if engine.step == 0 and held_out.problems:
+        best.measure_start(validate())
+    try:
+        while engine.step < engine.total_steps:
+            engine.set_lr()
+            micro_batches = problems.micro_batches(engine.step, engine.steps_per_epoch)
+            for i, (epoch, index, iteration) in enumerate(micro_batches):
+                if iteration == 0 or rollout is None:
+                    picked = problems.rollout_problems(epoch, index)
+                    seed = seed_from(cfg.seed, epoch, index, problems.rank)
+                    seqs = sample_groups(engine, problems, picked, seed)          # 1. G completions a problem
+                    scores, right = score(seqs, [problems.problems[k] for k in picked], cfg, problems.tok)  # 2. rewards
+                    rewards = sum(w * scores[name] for name, w in weights.items()).view(-1, cfg.num_generations)
+                    advantages = group_advantages(rewards, cfg.scale_rewards)    # 3. advantages in each group
+                    if not cfg.negative_advantages:
+                        advantages = advantages.clamp(min=0)
+                    mixed = (right > 0) & (right < cfg.num_generations)  # correctness differs in the group
+                    keep = mixed if cfg.dynamic_sampling else torch.ones_like(mixed)
+                    stats.add(scores, rewards, seqs, right, advantages, keep)
+                    rollout = training_rows(seqs, advantages.view(-1), keep.repeat_interleave(cfg.num_generations),
+                                            problems.tok.endoftext_id)
+                    if cfg.num_iterations > 1:  # pi_old for the ratio, and the rollout for an exact resume
+                        rollout["old_logps"] = old_logps(engine, rollout, cfg.temperature)
+                        engine.extra_state["rollout"] = rollout
+                batch = engine.to_device(rollout)
+                with engine.micro_batch(last=i == len(micro_batches) - 1):
+                    loss = loss_fn(engine.forward(batch), batch)                  # 4. the loss, summed
+                engine.backward(loss, batch)
+            engine.update()                                                        # 5. the step
+            engine.after_step(lambda reduce: stats.read(reduce, engine.device) | loss_fn.read_metrics(reduce))
+    finally:
+        engine.finish()
+    best.keep()
+
+
+class ProblemSet:
+    """The training problems as chat prompts, and which of them each rollout samples: a seeded
+    permutation per epoch, sharded over ranks like every dataset here, --batch_size problems a
+    rollout. The sampling seeds depend on (seed, epoch, rollout, rank) alone, so a resumed run
+    samples exactly what the uninterrupted one would have."""
+
+    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, cfg: GRPOConfig, rank: int = 0,
+                 world_size: int = 1):
+        self.problems, self.tok, self.cfg, self.rank, self.world_size = problems, tok, cfg, rank, world_size
+        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
+
+    def rollouts_per_epoch(self) -> int:
+        return -(-(len(self.problems) // self.world_size) // self.cfg.batch_size)
+
+    def num_batches(self, batch_size: int) -> int:
+        """Micro-batches per epoch: each rollout is trained on --num_iterations times."""
+        return self.rollouts_per_epoch() * self.cfg.num_iterations
+
+    def micro_batches(self, step: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+        """(epoch, rollout, iteration) of each micro-batch of a step; an epoch's last step takes what is left."""
+        epoch, in_epoch = divmod(step, steps_per_epoch)
+        first = in_epoch * self.cfg.accumulation_steps
+        last = min(first + self.cfg.accumulation_steps, self.num_batches(self.cfg.batch_size))
+        return [(epoch, *divmod(m, self.cfg.num_iterations)) for m in range(first, last)]
+
+    def rollout_problems(self, epoch: int, index: int) -> list[int]:
+        order = epoch_order(len(self.problems), self.cfg.seed, epoch, self.rank, self.world_size, True).tolist()
+        return order[index * self.cfg.batch_size:(index + 1) * self.cfg.batch_size]
+
+
+# ------------------------------------------------------------------ sampling, rewards, rows
+def sample_groups(engine: Engine, problems: ProblemSet, picked: list[int], seed: int) -> list:
+    """num_generations completions of each picked problem, all in one batch with the KV cache."""
+    cfg, tok = problems.cfg, problems.tok
+    sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, top_p=cfg.top_p,
+                              stop_ids=(tok.im_end_id, tok.endoftext_id), calculator=calculator(tok, cfg.calculator))
+    prompts = [problems.prompts[k] for k in picked for _ in range(cfg.num_generations)]
+    generators = [torch.Generator(device=engine.device).manual_seed(seed + j) for j in range(len(prompts))]
+    budget = think_budget(tok, cfg.max_think_tokens) if cfg.max_think_tokens else None
+    with autocast(engine.device, engine.dtype):
+        return decode_batch(engine.model, prompts, [sampling] * len(prompts), generators, [budget] * len(prompts))
+
+
+def score(seqs: list, problems: list[Problem], cfg: GRPOConfig,
+          tok: SpongeTokenizer) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each reward of every completion (as decoded, the tags visible), and the right answers per group
+    (the accuracy reward's, whatever the weights)."""
+    G, texts = cfg.num_generations, [tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
+    scores = {name: torch.tensor([REWARDS[name](t, problems[k // G]) for k, t in enumerate(texts)])
+              for name in parse_reward_weights(cfg.reward_weights)}
+    right = scores["accuracy"] if "accuracy" in scores else \
+        torch.tensor([accuracy_reward(t, problems[k // G]) for k, t in enumerate(texts)])
+    return scores, right.view(-1, G).sum(dim=1)
+
+
 def group_advantages(rewards: torch.Tensor, scale: bool) -> torch.Tensor:
     """(prompts, G) rewards -> advantages: minus the group mean, divided by the group std if scale."""
     centred = rewards - rewards.mean(dim=1, keepdim=True)
@@ -186,6 +290,37 @@ def group_advantages(rewards: torch.Tensor, scale: bool) -> torch.Tensor:
     return centred / (rewards.std(dim=1, keepdim=True) + 1e-4)
 
 
+def training_rows(seqs: list, advantages: torch.Tensor, keep: torch.Tensor, pad_id: int) -> Batch:
+    """Prompt + completion per row, exactly as the decoder saw them: its prompt (cut to the context
+    when it was too long), the tokens chosen, and the stop token it sampled. Only the tokens the
+    policy sampled are trained, and only in the rows kept (--dynamic_sampling drops groups whose
+    correctness is all equal): the calculator's tokens and the budget's forced ones get no target."""
+    rows = [(s.prompt, s.tokens + ([s.stop_id] if s.finish == "stop" else [])) for s in seqs]
+    width = max(len(p) + len(c) for p, c in rows) - 1
+    batch = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long),
+             "targets": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
+             "advantages": torch.zeros(len(rows), width)}
+    for i, (p, c) in enumerate(rows):
+        ids = torch.tensor(p + c)
+        batch["input_ids"][i, :len(ids) - 1] = ids[:-1]
+        if keep[i]:
+            targets = ids[len(p):].clone()
+            targets[seqs[i].tool_positions + seqs[i].forced_positions] = IGNORE_INDEX
+            batch["targets"][i, len(p) - 1:len(ids) - 1] = targets
+        batch["advantages"][i, len(p) - 1:len(ids) - 1] = advantages[i]
+    batch["seq_lens"] = torch.tensor([len(p) + len(c) - 1 for p, c in rows])
+    return batch
+
+
+@torch.no_grad()
+def old_logps(engine: Engine, rollout: Batch, temperature: float) -> torch.Tensor:
+    """The sampling policy's log-probs of the rollout's targets, before any update on it."""
+    with autocast(engine.device, engine.dtype):
+        logits = engine.model(rollout["input_ids"].to(engine.device))
+    return token_logps(logits.float() / temperature, rollout["targets"].to(engine.device)).float().cpu()
+
+
+# ------------------------------------------------------------------ the loss
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) at every position, 0 where the target is ignored."""
     logp = -F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
@@ -219,14 +354,12 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 class GRPOLoss(StageLoss):
-    """The engine's loss_fn: the summed per-token GRPO loss of a batch of completions.
-
-    Every log-probability is the sampling policy's: softmax(logits / temperature), the
-    distribution the rollouts were drawn from (docs/post_training.md, "Which policy")."""
+    """The summed per-token GRPO loss of a batch of completions. Every log-probability is the
+    sampling policy's: softmax(logits / temperature), the distribution the rollouts were drawn from."""
 
     def __init__(self, reference: Reference | None, beta: float, epsilon: float, temperature: float = 1.0):
         self.reference, self.beta, self.epsilon, self.temperature = reference, beta, epsilon, temperature
-        self._sums: torch.Tensor | None = None  # summed kl, clipped tokens, tokens
+        self._sums: torch.Tensor | None = None  # summed kl, clipped tokens, entropy, tokens
 
     def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
         targets = batch["targets"]
@@ -256,157 +389,5 @@ class GRPOLoss(StageLoss):
         return {k: v / max(tokens, 1.0) for k, v in per_token.items()}
 
 
-class RolloutData(Hooks):
-    """The engine's data for GRPO: each micro-batch is made by sampling from the current policy.
-
-    batch_size counts problems; each gives num_generations completions (rows). The order of
-    problems is a seeded permutation per epoch, sharded over ranks like every dataset here, and
-    the sampling generator of each micro-batch is seeded by (seed, epoch, batch, rank): a resumed
-    run samples exactly what the uninterrupted one would have. on_policy tells the engine not to
-    build batches ahead: a rollout must come from the weights of the step that trains on it.
-    """
-    progress = (("reward", "reward"), ("correct", "correct"))
-    on_policy = True
-
-    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, cfg: GRPOConfig, rank: int = 0,
-                 world_size: int = 1):
-        self.problems, self.tok, self.cfg = problems, tok, cfg
-        self.rank, self.world_size = rank, world_size
-        self.weights = cfg.reward_weight_map
-        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in problems]
-        self.model: SpongeBob | None = None
-        self._sums: dict[str, float] = {}
-
-    def bind(self, model: SpongeBob, device: torch.device, dtype: torch.dtype) -> None:
-        self.model, self.device, self.dtype = model, device, dtype
-
-    def num_batches(self, batch_size: int) -> int:
-        return -(-(len(self.problems) // self.world_size) // batch_size) * self.cfg.num_iterations
-
-    def batches(self, batch_size: int, epoch: int, start: int = 0) -> Iterator[Batch]:
-        order = epoch_order(len(self.problems), self.cfg.seed, epoch, self.rank, self.world_size, True).tolist()
-        n = self.num_batches(batch_size) // self.cfg.num_iterations
-        for b in range(start // self.cfg.num_iterations, n):
-            batch = self.rollout(order[b * batch_size:(b + 1) * batch_size], epoch, b)
-            done = start % self.cfg.num_iterations if b == start // self.cfg.num_iterations else 0  # resumed midway
-            for _ in range(self.cfg.num_iterations - done):  # --num_iterations updates on each rollout
-                yield batch
-
-    def rollout(self, indices: list[int], epoch: int, b: int) -> Batch:
-        cfg, G = self.cfg, self.cfg.num_generations
-        seed = seed_from(cfg.seed, epoch, b, self.rank)
-        sampling = SamplingConfig(max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature,
-                                  top_p=cfg.top_p, stop_ids=(self.tok.im_end_id, self.tok.endoftext_id),
-                                  calculator=calculator(self.tok, cfg.calculator))
-        prompts = [self.prompts[i] for i in indices for _ in range(G)]
-        generators = [torch.Generator(device=self.device).manual_seed(seed + j) for j in range(len(prompts))]
-        budget = think_budget(self.tok, cfg.max_think_tokens) if cfg.max_think_tokens else None
-        with autocast(self.device, self.dtype):
-            seqs = decode_batch(self.model, prompts, [sampling] * len(prompts), generators,
-                                [budget] * len(prompts))
-        texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
-        scores = {name: torch.tensor([REWARDS[name](t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
-                  for name in self.weights}
-        rewards = sum(w * scores[name] for name, w in self.weights.items()).view(-1, G)
-        # Right answers per group, whatever the reward weights (the accuracy reward's, when it is one).
-        right = scores["accuracy"] if "accuracy" in scores else \
-            torch.tensor([accuracy_reward(t, self.problems[indices[k // G]]) for k, t in enumerate(texts)])
-        right = right.view(-1, G).sum(dim=1)
-        advantages = group_advantages(rewards, cfg.scale_rewards)
-        if not cfg.negative_advantages:
-            advantages = advantages.clamp(min=0)
-        keep = (right > 0) & (right < G) if cfg.dynamic_sampling else torch.ones_like(right, dtype=torch.bool)
-        self._record(scores, rewards, seqs, right, advantages, keep)
-        return self._rows(seqs, advantages.view(-1), keep.repeat_interleave(G))
-
-    def _rows(self, seqs: list, advantages: torch.Tensor, keep: torch.Tensor) -> Batch:
-        """Prompt + completion per row, exactly as the decoder saw them: its prompt (cut to the context
-        when it was too long), the tokens chosen, and the stop token it sampled. Only the tokens the
-        policy sampled are trained, and only in the rows kept (--dynamic_sampling drops groups whose
-        correctness is all equal): the calculator's tokens and the budget's forced ones get no target."""
-        rows = [(s.prompt, s.tokens + ([s.stop_id] if s.finish == "stop" else [])) for s in seqs]
-        width = max(len(p) + len(c) for p, c in rows) - 1
-        batch = {"input_ids": torch.full((len(rows), width), self.tok.endoftext_id, dtype=torch.long),
-                 "targets": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
-                 "advantages": torch.zeros(len(rows), width)}
-        for i, (p, c) in enumerate(rows):
-            ids = torch.tensor(p + c)
-            batch["input_ids"][i, :len(ids) - 1] = ids[:-1]
-            if keep[i]:
-                targets = ids[len(p):].clone()
-                targets[seqs[i].tool_positions + seqs[i].forced_positions] = IGNORE_INDEX
-                batch["targets"][i, len(p) - 1:len(ids) - 1] = targets
-            batch["advantages"][i, len(p) - 1:len(ids) - 1] = advantages[i]
-        batch["seq_lens"] = torch.tensor([len(p) + len(c) - 1 for p, c in rows])
-        if self.cfg.num_iterations > 1:  # pi_old: the sampling policy's log-probs, for the ratio
-            with torch.no_grad(), autocast(self.device, self.dtype):
-                logits = self.model(batch["input_ids"].to(self.device)).logits
-            batch["old_logps"] = token_logps(logits.float() / self.cfg.temperature,
-                                             batch["targets"].to(self.device)).float().cpu()
-        return batch
-
-    def _record(self, scores: dict[str, torch.Tensor], rewards: torch.Tensor, seqs: list, right: torch.Tensor,
-                advantages: torch.Tensor, keep: torch.Tensor) -> None:
-        """The rollout's diagnostics: what the reward is made of, where the signal comes from."""
-        G = self.cfg.num_generations
-        mass = advantages.abs().sum(dim=1)  # how much each group pushes the update
-        all_wrong = right == 0
-        values = {"reward": float(rewards.mean()), "reward_std": float(rewards.std(dim=1).mean()),
-                  "correct": float(right.sum()) / (len(right) * G),  # the share of right answers, kept apart
-                  "completion_length": sum(len(s.tokens) for s in seqs) / len(seqs),
-                  "truncated": sum(s.finish == "length" for s in seqs) / len(seqs),
-                  "tool_use": sum(bool(s.tool_positions) for s in seqs) / len(seqs),  # the calculator wrote
-                  "zero_signal_groups": float((rewards.std(dim=1) == 0).float().mean()),
-                  "mixed_groups": float(((right > 0) & (right < G)).float().mean()),  # where correctness differs
-                  "all_wrong_groups": float(all_wrong.float().mean()),
-                  # the share of the advantages that comes from groups with no right answer: partial rewards only
-                  "all_wrong_advantage_share": float(mass[all_wrong].sum() / mass.sum().clamp(min=1e-12)),
-                  "trained_groups": float(keep.float().mean()),
-                  **{f"rewards/{name}": float(v.mean()) for name, v in scores.items()}, "batches": 1.0}
-        for k, v in values.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v
-
-    def read_metrics(self, reduce: Reduce) -> dict[str, float]:
-        """Rollout statistics averaged over the micro-batches since the last read, over all ranks."""
-        if not self._sums:
-            return {}
-        names = sorted(self._sums)
-        totals = reduce(torch.tensor([self._sums[k] for k in names], device=self.device)).tolist()
-        self._sums = {}
-        batches = totals[names.index("batches")]
-        return {k: v / batches for k, v in zip(names, totals) if k != "batches"}
-
-
-class ProblemEval(Validator):
-    """Held-out accuracy: greedy completions of held-out problems, scored by the same matcher."""
-
-    best_key = "val_accuracy"  # the engine keeps the weights of the best validation (contract.py)
-
-    def __init__(self, problems: list[Problem], tok: SpongeTokenizer, max_new_tokens: int, keep_best: bool = False,
-                 rank: int = 0, world_size: int = 1, calculator: Calculator | None = None):
-        self.problems, self.tok, self.max_new, self.keep_best = problems, tok, max_new_tokens, keep_best
-        self.calculator = calculator
-        self.mine = problems[rank::world_size]  # under DDP each rank answers its share; the counts are summed
-        self.prompts = [tok.apply_chat_template(p.prompt, add_generation_prompt=True, tokenize=True) for p in self.mine]
-
-    def num_batches(self, batch_size: int) -> int:
-        return 1 if self.problems else 0
-
-    @torch.no_grad()
-    def evaluate(self, model: SpongeBob, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
-        greedy = SamplingConfig(max_new_tokens=self.max_new, temperature=0,
-                                stop_ids=(self.tok.im_end_id, self.tok.endoftext_id), calculator=self.calculator)
-        texts = []
-        if self.prompts:
-            with autocast(device, dtype):
-                seqs = decode_batch(model, self.prompts, [greedy] * len(self.prompts))
-            texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in seqs]
-        correct = sum(answers_match(answer_span(t), p.gold) for t, p in zip(texts, self.mine))
-        counts = all_reduce_sum(torch.tensor([correct, sum(map(is_compliant, texts)), len(texts)], dtype=torch.float,
-                                             device=device))
-        right, compliant, n = counts.tolist()
-        return {"val_accuracy": right / n, "val_compliance": compliant / n}
-
-
 if __name__ == "__main__":
-    train_stage("grpo", __doc__, REFERENCE, DEMO, build_data, build_loss, GRPOConfig)
+    train_stage("grpo", __doc__, REFERENCE, DEMO, build_data, train, build_loss, GRPOConfig)

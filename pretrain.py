@@ -17,6 +17,7 @@ from dataset.pretrain_dataset import PretrainDataset
 from tokenizer import SpongeTokenizer
 from common.stages import stage
 from trainer import StageData, TrainConfig, train_stage
+from trainer.loop import fit
 from trainer.distributed import DistInfo
 
 # The seed's reference run: one 24 GB GPU, ~80 min per epoch on MiniMind's pretrain_hq.jsonl.
@@ -60,4 +61,4 @@ def build_data(cfg: TrainConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageD
 
 
 if __name__ == "__main__":
-    train_stage("pretrain", __doc__, REFERENCE, DEMO, build_data, fp32_cpu_demo=FP32_CPU_DEMO)
+    train_stage("pretrain", __doc__, REFERENCE, DEMO, build_data, fit, fp32_cpu_demo=FP32_CPU_DEMO)

@@ -16,6 +16,7 @@ from tokenizer import SpongeTokenizer
 from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
+from trainer.loop import fit
 
 # The seed run on one 24 GB GPU.
 REFERENCE = dict(epochs=2, batch_size=84, accumulation_steps=2, learning_rate=5e-4,
@@ -31,4 +32,4 @@ def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
 
 
 if __name__ == "__main__":
-    train_stage("sft", __doc__, REFERENCE, DEMO, build_data, config_cls=ChatConfig)
+    train_stage("sft", __doc__, REFERENCE, DEMO, build_data, fit, config_cls=ChatConfig)

@@ -11,6 +11,7 @@ from tokenizer import SpongeTokenizer
 from trainer import StageData, train_stage
 from trainer.chat_data import ChatConfig, chat_data
 from trainer.distributed import DistInfo
+from trainer.loop import fit
 
 # The seed's long-SFT run on a 24 GB GPU: rows of 1024 need a smaller batch.
 REFERENCE = dict(epochs=2, batch_size=28, accumulation_steps=8, learning_rate=5e-4,
@@ -25,4 +26,4 @@ def build_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo) -> StageDa
 
 
 if __name__ == "__main__":
-    train_stage("sft_long", __doc__, REFERENCE, DEMO, build_data, config_cls=ChatConfig)
+    train_stage("sft_long", __doc__, REFERENCE, DEMO, build_data, fit, config_cls=ChatConfig)

@@ -31,7 +31,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from dataset.readers import DataError, SkipStats, iter_texts
+from dataset.readers import DataError, SkipStats
+from dataset.text_fields import iter_texts
 from tokenizer import DEFAULT_TOKENIZER_DIR, load_tokenizer
 from tokenizer.hf_format import write_hf_dir
 from tokenizer.sample import Sample, sample_texts

@@ -36,7 +36,8 @@ from tokenizers import Tokenizer
 from bench.device_info import describe_device
 from dataset.pretokenize import TokenizedCorpus, pretokenize
 from dataset.pretrain_dataset import PretrainDataset
-from dataset.readers import SkipStats, iter_texts
+from dataset.readers import SkipStats
+from dataset.text_fields import iter_texts
 from tokenizer import SpongeTokenizer
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer

@@ -14,7 +14,8 @@ import time
 import torch
 
 from bench.device_info import describe_device
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import DEFAULT_PRESET, SpongeBob, get_preset
 
 

@@ -26,10 +26,8 @@ def measure(preset: str, batch: int, seq: int, dtype: str) -> dict:
     """Runs in the child process: three engine steps, then the peak RSS."""
     import torch
 
-    from model import SpongeBob, get_preset
-    from trainer import Trainer, parse_config
+    from bench.engine_step import engine_step, make_engine
     from common.device import pick_dtype
-    from trainer.distributed import DistInfo
     from trainer.memory import estimate_peak_bytes
 
     class Rows:  # random token rows, enough for three steps
@@ -43,12 +41,10 @@ def measure(preset: str, batch: int, seq: int, dtype: str) -> dict:
 
     device = torch.device("cpu")
     compute = pick_dtype(dtype, device)
-    cfg = parse_config([], "bench", dict(preset=preset, batch_size=batch, accumulation_steps=1, max_seq_len=seq,
-                                         out_dir=str(REPO / "out" / "bench" / "memory"), device="cpu", epochs=1))
-    model = SpongeBob(get_preset(preset))
-    engine = Trainer(cfg, model, Rows(), None, {}, "bench", device, compute, DistInfo())
+    engine = make_engine(preset, batch, seq, device, compute, False, Rows(), str(REPO / "out" / "bench" / "memory"))
+    model = engine.model
     for rows in Rows().batches(batch, 0):
-        engine.train_step([rows])
+        engine_step(engine, [rows])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KB on Linux
     estimate = estimate_peak_bytes(model.config, model.num_parameters(), batch, seq, compute)
     return {"preset": preset, "batch": batch, "seq": seq, "dtype": str(compute)[6:], "peak": peak,

@@ -43,10 +43,10 @@ from dataset.sft_dataset import SFTDataset
 from dataset.sft_tokenize import pretokenize_chat
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
-from trainer import Trainer, parse_config
+from bench.engine_step import engine_step, make_engine
 from common.device import pick_dtype
+from trainer import Engine
 from trainer.memory import available_bytes, fit_batch
-from trainer.distributed import DistInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # BELLE's multi-turn chats (sharegpt shape), the closest of ../shared/data to MiniMind's SFT sets.
@@ -96,12 +96,10 @@ def tokenize_throughput(subset: Path, work: Path, args: argparse.Namespace) -> N
 # ---------------------------------------------------------------- the three layouts
 
 def engine_for(args: argparse.Namespace, data: SFTDataset, batch_size: int, accumulation: int,
-               device: torch.device, dtype: torch.dtype) -> Trainer:
-    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=batch_size, accumulation_steps=accumulation,
-                                         max_seq_len=args.max_seq_len, out_dir=str(Path(args.work_dir) / "run"),
-                                         warmup_steps=1, device=args.device, epochs=1, compile=False))
-    torch.manual_seed(0)  # every layout starts from the same weights
-    return Trainer(cfg, SpongeBob(get_preset(args.preset)), data, None, {}, "bench", device, dtype, DistInfo())
+               device: torch.device, dtype: torch.dtype) -> Engine:
+    # every layout starts from the same (seeded) weights
+    return make_engine(args.preset, batch_size, args.max_seq_len, device, dtype, False, data,
+                       str(Path(args.work_dir) / "run"), accumulation)
 
 
 def compare_layouts(corpus, args: argparse.Namespace, batch_size: int, device: torch.device,
@@ -130,11 +128,10 @@ def compare_layouts(corpus, args: argparse.Namespace, batch_size: int, device: t
     for i in range(need):
         for mode, engine in engines.items():
             step = batches[mode][i]
-            prepared = engine._prepare(step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            engine.train_step(prepared[0], prepared[1])
+            engine_step(engine, step)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:  # the first step of each is the warm-up

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer
 
 from bench.device_info import cpu_name
-from dataset.readers import DataError, SkipStats, iter_texts
+from dataset.readers import DataError, SkipStats
+from dataset.text_fields import iter_texts
 from tokenizer import DEFAULT_TOKENIZER_DIR, SPECIAL_TOKENS
 from tokenizer.sample import sample_texts
 from tokenizer.train import compression

@@ -5,7 +5,7 @@
 
 Four ways to train the same model config on the same real text, taking
 turns step by step for --steps timed optimizer steps each, after a warm-up:
-  engine       trainer.Trainer.train_step on packed rows (PretrainDataset) at --dtype
+  engine       the engine's step (bench/engine_step.py) on packed rows (PretrainDataset) at --dtype
                (auto: bf16 where the hardware has it) and --compile (auto: on CUDA)
   engine-fp32  the same engine in fp32 and eager: what the engine did before bf16 on CPUs
   padded       the reference recipe: each document in its own row, truncated or
@@ -34,9 +34,9 @@ from dataset.pretokenize import pretokenize
 from dataset.pretrain_dataset import PretrainDataset
 from model import IGNORE_INDEX, SpongeBob, get_preset
 from tokenizer import load_tokenizer
-from trainer import Trainer, parse_config
+from bench.engine_step import engine_step, make_engine
 from common.device import matmul_params, peak_flops, pick_compile, pick_dtype, step_flops
-from trainer.distributed import DistInfo
+from model import token_loss
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_TEXT = ["steel-llm-samples/2021-31_zh_head_0000_sample.jsonl", "steel-llm-samples/part-010205-a894b46e_sample.jsonl",
@@ -122,8 +122,8 @@ def main() -> None:
     load_start = time.perf_counter()
     packed = [[next(stream)] for _ in range(args.steps + 1)]
     load_s = (time.perf_counter() - load_start) / len(packed)
-    variants = {"engine": (engine_step(args, device, dtype, compiled, data), packed),
-                "engine-fp32": (engine_step(args, device, torch.float32, False, data), packed)}
+    variants = {"engine": (engine_variant(args, device, dtype, compiled, data), packed),
+                "engine-fp32": (engine_variant(args, device, torch.float32, False, data), packed)}
     padded = [[b] for b in padded_batches(corpus.train.tokens, corpus.train.doc_starts, args.seq_len,
                                           args.batch_size, args.steps + 1)]
     variants["padded"] = (plain_step(args, device), padded)
@@ -132,15 +132,11 @@ def main() -> None:
     report(time_interleaved(variants, args.steps, device), args, load_s, device)
 
 
-def engine_step(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, compiled: bool,
+def engine_variant(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, compiled: bool,
                 data: PretrainDataset):
-    """The engine's train_step, for a given dtype and compile setting."""
-    cfg = parse_config([], "bench", dict(preset=args.preset, batch_size=args.batch_size, accumulation_steps=1,
-                                         max_seq_len=args.seq_len, compile=compiled, out_dir="out/bench/train",
-                                         warmup_steps=1, device=args.device, epochs=1))
-    torch.manual_seed(0)
-    engine = Trainer(cfg, SpongeBob(get_preset(args.preset)), data, None, {}, "bench", device, dtype, DistInfo())
-    return engine.train_step
+    """The engine's step, for a given dtype and compile setting."""
+    engine = make_engine(args.preset, args.batch_size, args.seq_len, device, dtype, compiled, data, "out/bench/train")
+    return lambda micro: engine_step(engine, micro)
 
 
 def plain_step(args: argparse.Namespace, device: torch.device):
@@ -151,7 +147,7 @@ def plain_step(args: argparse.Namespace, device: torch.device):
 
     def step(micro: list[dict]) -> None:
         batch = {k: v.to(device) for k, v in micro[0].items()}
-        plain(batch["input_ids"], targets=batch["targets"]).loss.backward()
+        token_loss(plain(batch["input_ids"]), batch["targets"]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 

@@ -38,17 +38,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_train import padded_batches  # noqa: E402
 from bench.device_info import describe_device  # noqa: E402
-from common.device import enable_tf32, peak_flops  # noqa: E402
+from common.device import enable_tf32, peak_flops, step_flops  # noqa: E402
 from dataset.demo import ensure_demo_corpus  # noqa: E402
 from dataset.pretokenize import pretokenize  # noqa: E402
 from dataset.pretrain_dataset import PretrainDataset  # noqa: E402
 from dataset.sft_dataset import SFTDataset  # noqa: E402
 from dataset.sft_tokenize import pretokenize_chat  # noqa: E402
-from inference.generate import SamplingConfig, generate  # noqa: E402
-from model import IGNORE_INDEX, SpongeBob, get_preset  # noqa: E402
+from inference.generate import generate  # noqa: E402
+from inference.sampling import SamplingConfig  # noqa: E402
+from model import IGNORE_INDEX, SpongeBob, get_preset, token_loss  # noqa: E402
 from tokenizer import load_tokenizer  # noqa: E402
-from trainer import Trainer, parse_config  # noqa: E402
-from trainer.distributed import DistInfo  # noqa: E402
+from bench.engine_step import engine_step, make_engine  # noqa: E402
+from trainer import Engine  # noqa: E402
+from trainer.engine import batch_tokens  # noqa: E402
+from trainer.loop import pin  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--smoke", action="store_true", help="every section on the CPU at toy sizes (tests)")
@@ -89,35 +92,33 @@ def graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def engine(preset: str, batch: int, seq: int, dtype: torch.dtype, compile_: bool, data) -> Trainer:
-    cfg = parse_config([], "gpu", dict(preset=preset, batch_size=batch, accumulation_steps=1, max_seq_len=seq,
-                                       compile=compile_ and not SMOKE, out_dir="out/gpu_check", warmup_steps=1,
-                                       device=DEVICE.type, epochs=1))
-    torch.manual_seed(0)
-    return Trainer(cfg, SpongeBob(get_preset(preset)), data, None, {}, "gpu", DEVICE, dtype, DistInfo())
+def engine(preset: str, batch: int, seq: int, dtype: torch.dtype, compile_: bool, data) -> Engine:
+    return make_engine(preset, batch, seq, DEVICE, dtype, compile_ and not SMOKE, data, "out/gpu_check")
 
 
-def timed_engine(t: Trainer, batches: list, warmup: int, deadline: float) -> tuple[float, int, int, float]:
+def timed_engine(t: Engine, batches: list, warmup: int, deadline: float) -> tuple[float, int, int, float]:
     """(seconds, real tokens, trained tokens, FLOPs) of engine steps over batches[warmup:], stopping early
     (after at least two) at the deadline. Batches are pinned first, off the clock, as the prefetch does."""
-    prepared = [t._prepare(b) for b in batches]
+    prepared = [pin(b) if DEVICE.type == "cuda" else b for b in batches]
+    tokens = [sum(batch_tokens(m)[0] for m in b) for b in batches]
+    c = t.model.config
+    flops = [sum(step_flops(t.matmul_n, c.n_layers, c.dim, *batch_tokens(m)) for m in b) for b in batches]
     trained = [int(sum((m["targets"] != IGNORE_INDEX).sum() for m in b)) for b in batches]
-    for moved, tokens, _ in prepared[:warmup]:
-        t.train_step(moved, tokens)
+    for micro in prepared[:warmup]:
+        engine_step(t, micro)
     sync()
     start, n = time.perf_counter(), 0
-    for moved, tokens, _ in prepared[warmup:]:
-        t.train_step(moved, tokens)
+    for micro in prepared[warmup:]:
+        engine_step(t, micro)
         n += 1
         if n >= 2 and time.perf_counter() > deadline:
             break
     sync()
-    done = prepared[warmup:warmup + n]
-    return (time.perf_counter() - start, sum(p[1] for p in done), sum(trained[warmup:warmup + n]),
-            sum(p[2] for p in done))
+    done = slice(warmup, warmup + n)
+    return time.perf_counter() - start, sum(tokens[done]), sum(trained[done]), sum(flops[done])
 
 
-def rate(t: Trainer, seconds: float, tokens: int, flops: float) -> str:
+def rate(t: Engine, seconds: float, tokens: int, flops: float) -> str:
     mfu = f", MFU {flops / seconds / t.peak_flops:.1%}" if t.peak_flops else ", MFU unknown peak"
     return f"{tokens / seconds:,.0f} tokens/s{mfu}"
 
@@ -148,7 +149,7 @@ def check_pretrain(deadline: float) -> None:
 
 def check_largest_batch(deadline: float) -> None:
     """The compiled engine of check_pretrain fed larger batches: the first new size recompiles with the
-    batch dynamic, later ones reuse that graph (model/loss.py), so the search costs one compile."""
+    batch dynamic, later ones reuse that graph, so the search costs one compile."""
     t, data = SHARED.get("trainer"), SHARED.get("data")
     if t is None:
         row("pretrain largest batch", "skipped: the compiled pretraining section did not finish", "largest")
@@ -233,9 +234,9 @@ def check_ddp(deadline: float) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         idx = torch.randint(0, 6400, (4, 128), device=DEVICE)
         targets = torch.randint(0, 6400, (4, 128), device=DEVICE)
-        loss = step_model(idx, targets=targets, reduction="sum", return_logits=False).loss
+        loss = token_loss(step_model(idx), targets, reduction="sum")
         loss.backward()
-        plain(idx, targets=targets, reduction="sum", return_logits=False).loss.backward()
+        token_loss(plain(idx), targets, reduction="sum").backward()
         gap = max(float((a.grad - b.grad).abs().max() / b.grad.abs().max().clamp(min=1e-12))
                   for a, b in zip(model.parameters(), plain.parameters()))
         opt.step()
@@ -258,7 +259,7 @@ def check_reference(deadline: float) -> None:
     def plain_step(micro: list[dict]) -> None:
         b = {k: v.to(DEVICE, non_blocking=True) for k, v in micro[0].items()}
         with torch.autocast(DEVICE.type, dtype=DTYPE, enabled=DTYPE != torch.float32):
-            loss = plain(b["input_ids"], targets=b["targets"]).loss
+            loss = token_loss(plain(b["input_ids"]), b["targets"])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -287,7 +288,7 @@ def check_precision(deadline: float) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         t = engine("spongebob-tiny" if SMOKE else "spongebob-demo", 4 if SMOKE else 16, 64 if SMOKE else 256, dtype,
                    False, data)
-        losses[dtype] = [(lambda s: float(s[0] / s[1]))(t.train_step(b)) for b in batches]  # summed loss / count
+        losses[dtype] = [(lambda s: float(s[0] / s[1]))(engine_step(t, b)) for b in batches]  # summed loss / count
     gap = max(abs(a - b) / abs(a) for a, b in zip(losses[torch.float32], losses[torch.bfloat16]))
     row(f"bf16 vs fp32 (TF32), demo, {len(batches)} steps", f"last loss {losses[torch.float32][-1]:.4f} vs "
         f"{losses[torch.bfloat16][-1]:.4f}; largest relative gap over the steps {gap:.2%}", "precision")

@@ -82,8 +82,8 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-# The four tags, defined once: the tokenizer makes each a single token (tokenizer/specials.py).
-THINK, THINK_END, ANSWER, ANSWER_END = "<think>", "</think>", "<answer>", "</answer>"
+from .tags import ANSWER, ANSWER_END, THINK, THINK_END  # single tokens of the tokenizer (tokenizer/specials.py)
+
 TAGS = (THINK, THINK_END, ANSWER, ANSWER_END)
 
 _FULL_WIDTH = str.maketrans(

@@ -24,7 +24,7 @@ import torch
 
 from model import IGNORE_INDEX
 from .packing import PACKING_MODES, grouped_batches, pack_rows, round_width
-from .pretrain_dataset import epoch_order
+from common.seeding import epoch_order
 from .sft_dataset import PAD_DOC, SFTDataset
 from .token_files import TokenFile
 

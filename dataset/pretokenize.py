@@ -47,9 +47,10 @@ from tqdm import tqdm
 
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer
 
-from .readers import DataError, SkipStats, expand_paths, iter_texts
+from .readers import DataError, SkipStats, expand_paths
+from .text_fields import iter_texts
 from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, TokenFile, TokenizedCorpus,
-                          VAL_FLOOR_DOCS, VAL_FLOOR_SHARE, VAL_FLOOR_TOKENS, load_tokenized, move_last_doc, raise_val_floor,
+                          VAL_FLOOR_DOCS, VAL_FLOOR_SHARE, VAL_FLOOR_TOKENS, load_tokenized, move_last_docs, raise_val_floor,
                           split_counts, write_json_atomic)
 
 __all__ = ["TokenFile", "TokenizedCorpus", "pretokenize", "load_tokenized", "cache_key", "DataError"]
@@ -142,7 +143,7 @@ def _balance_splits(dir: Path, val_fraction: float) -> tuple[dict, int]:
     a small val_fraction of a small corpus would hold out nothing, or one short document."""
     counts = split_counts(dir)
     if counts["train"]["n_docs"] == 0 and counts["val"]["n_docs"] > 0:
-        move_last_doc(dir, "val", "train")
+        move_last_docs(dir, "val", "train", 1)
     moved = raise_val_floor(dir, val_fraction)
     return split_counts(dir), moved
 

@@ -28,24 +28,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from common.seeding import seeded_generator
+from common.seeding import epoch_order
 
 from model import IGNORE_INDEX
 
 from .token_files import TokenFile
-
-
-def epoch_order(n_rows: int, seed: int, epoch: int, rank: int, world_size: int, shuffle: bool) -> torch.Tensor:
-    """The rows one rank visits in one epoch: a permutation seeded by (seed, epoch),
-    the same on every rank, of which rank r takes every world_size-th row,
-    n_rows // world_size of them (equal counts: DDP hangs on an extra step)."""
-    if shuffle:
-        # (seed, epoch) hashed into one seed: nearby pairs such as (0, 1) and (1, 0) cannot
-        # collide the way seed + epoch would (common/seeding.py).
-        order = torch.randperm(n_rows, generator=seeded_generator(seed, epoch))
-    else:
-        order = torch.arange(n_rows)
-    return order[rank::world_size][:n_rows // world_size]
 
 
 class PretrainDataset:

@@ -18,7 +18,7 @@ Users bring multi-GB corpora, so no reader here holds a whole file in memory:
 
 Every record is numbered by the line it starts on (rows, for parquet), so
 'path:line' in a message can be opened in an editor. Text must be UTF-8 (a
-leading BOM is dropped). Which part of a record is text: dataset/text_fields.py.
+leading BOM is dropped). Which part of a record is text, and iter_texts: dataset/text_fields.py.
 
 Errors. Every user-facing problem is a DataError whose message is one line,
 'path:line: what is wrong'. Problems with a single record (a line that is not
@@ -36,10 +36,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .streaming import BOM, DataError, JsonStream, bad_record, error_at, iter_json_array, iter_pieces
-from .text_fields import LOOKED_FOR, extract_text, nested_texts
 
 __all__ = ["DataError", "SkipStats", "TEXT_SUFFIXES", "MAX_DOC_CHARS", "expand_paths",
-           "iter_records", "extract_text", "iter_texts"]
+           "iter_records"]
 
 TEXT_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".txt", ".parquet", ".csv")
 MAX_DOC_CHARS = 1_000_000   # a .txt document is cut after about this many characters
@@ -255,33 +254,3 @@ def iter_records(path: Path | str, skip: SkipStats | None = None) -> Iterator[tu
         raise error_at(path, None, "is a directory, not a file") from None
     except OSError as e:
         raise error_at(path, None, f"cannot read: {e.strerror or e}") from None
-
-
-def _no_text_reason(record: object, text_field: str | None) -> tuple[str, str]:
-    """(reason, detail) for a record that gave no text, with what it does contain."""
-    if isinstance(record, dict):
-        keys = list(record)
-        shown = ", ".join(map(str, keys[:8])) + (", ..." if len(keys) > 8 else "")
-        found = f"record keys: {shown or 'none'}"
-    else:
-        found = f"record is {json.dumps(record, ensure_ascii=False, default=str)[:40]}"
-    if text_field is not None:
-        return f'field "{text_field}" missing or empty', f"{found}; or pass --skip_bad to skip such records"
-    return "no usable text field", (f"{found}; looked for {LOOKED_FOR}; use --text_field NAME, "
-                                    "or pass --skip_bad to skip such records")
-
-
-def iter_texts(paths: Sequence[str | Path], text_field: str | None = None,
-               skip: SkipStats | None = None) -> Iterator[tuple[str, str]]:
-    """(where, text) over all files, where = 'path:line'. A record with no text of
-    its own yields the texts nested in it (SQuAD-style files; see text_fields).
-    Raises DataError on the first bad record, unless skip is given: then bad
-    records are counted in skip and left out."""
-    for path in expand_paths(paths):
-        for line, record in iter_records(path, skip):
-            found = False
-            for text in nested_texts(record, text_field):
-                found = True
-                yield f"{path}:{line}", text
-            if not found:
-                bad_record(skip, path, line, *_no_text_reason(record, text_field))

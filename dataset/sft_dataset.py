@@ -28,7 +28,7 @@ import torch
 
 from model import IGNORE_INDEX
 from .packing import PACKING_MODES, grouped_batches, pack_rows, round_width
-from .pretrain_dataset import epoch_order
+from common.seeding import epoch_order
 from .token_files import TokenFile
 
 Weigh = Callable[[torch.Tensor], torch.Tensor]  # (1, T) targets -> (1, T) weights

@@ -31,7 +31,8 @@ from tokenizer.specials import THINK
 from .chat_formats import CHAT_FORMATS, detect_format, iter_conversations
 from .preference import detect_pref_format, iter_pairs
 from .chat_mask import render_with_spans
-from .readers import DataError, SkipStats, iter_records, iter_texts
+from .readers import DataError, SkipStats, iter_records
+from .text_fields import iter_texts
 
 BATCH = 512  # records tokenized per encode_batch call
 # A record of n tokens falls in the first bucket whose upper bound is >= n, so

@@ -28,11 +28,16 @@ and nothing else is tried. Otherwise the first rule that yields text wins:
 A plain string record (a .txt document, or a JSON string item) is its own
 text. Nested containers such as SQuAD's {"data": [{"paragraphs": [...]}]}
 are not handled here but by nested_texts(), which looks inside a record that
-has no text of its own.
+has no text of its own. iter_texts() reads files of records into texts by these rules.
 """
 from __future__ import annotations
 
-from typing import Iterator
+import json
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .readers import SkipStats, expand_paths, iter_records
+from .streaming import bad_record
 
 # Shown in the "no usable text field" error so users see what we looked for.
 LOOKED_FOR = ("text, content, completion, context, conversations, messages, instruction/output, "
@@ -164,3 +169,33 @@ def nested_texts(record: object, text_field: str | None = None, depth: int = 0) 
                 for item in items:
                     if isinstance(item, dict):
                         yield from nested_texts(item, text_field, depth + 1)
+
+
+def _no_text_reason(record: object, text_field: str | None) -> tuple[str, str]:
+    """(reason, detail) for a record that gave no text, with what it does contain."""
+    if isinstance(record, dict):
+        keys = list(record)
+        shown = ", ".join(map(str, keys[:8])) + (", ..." if len(keys) > 8 else "")
+        found = f"record keys: {shown or 'none'}"
+    else:
+        found = f"record is {json.dumps(record, ensure_ascii=False, default=str)[:40]}"
+    if text_field is not None:
+        return f'field "{text_field}" missing or empty', f"{found}; or pass --skip_bad to skip such records"
+    return "no usable text field", (f"{found}; looked for {LOOKED_FOR}; use --text_field NAME, "
+                                    "or pass --skip_bad to skip such records")
+
+
+def iter_texts(paths: Sequence[str | Path], text_field: str | None = None,
+               skip: SkipStats | None = None) -> Iterator[tuple[str, str]]:
+    """(where, text) over all files, where = 'path:line'. A record with no text of
+    its own yields the texts nested in it (SQuAD-style files; see text_fields).
+    Raises DataError on the first bad record, unless skip is given: then bad
+    records are counted in skip and left out."""
+    for path in expand_paths(paths):
+        for line, record in iter_records(path, skip):
+            found = False
+            for text in nested_texts(record, text_field):
+                found = True
+                yield f"{path}:{line}", text
+            if not found:
+                bad_record(skip, path, line, *_no_text_reason(record, text_field))

@@ -166,11 +166,6 @@ def move_last_docs(dir: Path, src: str, dst: str, count: int = 1) -> None:
     np.save(docs_path(dir, dst), np.concatenate([dst_starts.astype(np.int64), moved]))
 
 
-def move_last_doc(dir: Path, src: str, dst: str) -> None:
-    """Move the last document of split src to the end of split dst (both files closed)."""
-    move_last_docs(dir, src, dst, 1)
-
-
 # The validation split's floor. A 1% hold-out of a small corpus can be one short
 # document, whose loss says nothing; so val is topped up from the end of train to
 # at least this much, but never past VAL_FLOOR_SHARE of all tokens.

@@ -45,7 +45,7 @@ from dataset.chat_formats import iter_conversations
 from dataset.readers import SkipStats
 from inference.budget import ThinkBudget
 from inference.batch import generate_batch
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from inference.think_split import split_reasoning
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
@@ -104,7 +104,7 @@ def reference_loss(model: SpongeBob, sample: EvalSample) -> tuple[float, int]:
     n_ref = min(n_ref, len(ids) - 1)
     device = model.embed.weight.device
     seq = torch.tensor(ids, dtype=torch.long, device=device)
-    logits = model(seq[None, :-1]).logits[0, -n_ref:].float()
+    logits = model(seq[None, :-1])[0, -n_ref:].float()
     loss = F.cross_entropy(logits, seq[-n_ref:], reduction="sum")
     return float(loss), n_ref
 

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from common.reasoning import answer_span, think_span
-from dataset.readers import iter_records, iter_texts
+from dataset.readers import iter_records
+from dataset.text_fields import iter_texts
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -53,7 +54,7 @@ def summed_nll(model: torch.nn.Module, pieces: Sequence[Sequence[int]]) -> float
         width = max(len(p) for p in chunk)
         inputs = torch.tensor([p[:-1] + [0] * (width - len(p)) for p in chunk], device=device)
         targets = torch.tensor([p[1:] + [-100] * (width - len(p)) for p in chunk], device=device)
-        logits = model(inputs).logits.float()
+        logits = model(inputs).float()
         total += float(F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"))
     return total
 

@@ -13,7 +13,7 @@ from dataset.preference import detect_pref_format
 from dataset.readers import DataError, SkipStats, iter_records
 from inference.budget import think_budget
 from inference.calculator import Calculator
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from common.stages import stage
 from inference.loading import UserError, mode_stage
 from model import CheckpointError, SpongeBob, load_model

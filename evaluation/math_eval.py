@@ -20,7 +20,7 @@ import torch
 
 from inference.batch import generate_batch
 from inference.calculator import Calculator
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from .bpb import model_device
 from .math_data import MathProblem
 from .pass_at_k import pass_at_k, wilson

@@ -96,7 +96,7 @@ def option_logprobs(model: torch.nn.Module, prompt_ids: Sequence[int],
     width = len(prompt_ids) + max(len(o) for o in option_ids)
     rows = [list(prompt_ids) + list(o) + [0] * (width - len(prompt_ids) - len(o)) for o in option_ids]
     device = model_device(model)
-    logits = model(torch.tensor(rows, device=device)[:, :-1]).logits.float()
+    logits = model(torch.tensor(rows, device=device)[:, :-1]).float()
     logp = F.log_softmax(logits, dim=-1)
     start = len(prompt_ids) - 1  # the logits at position p predict token p + 1
     sums = []

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from common.seeding import seed_from
 from inference.batch import decode_batch
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from model import SpongeBob
 from tokenizer import SpongeTokenizer
 

@@ -36,7 +36,7 @@ def reply_logps(model: SpongeBob, tok: SpongeTokenizer, messages: list[dict]) ->
     ids, mask = tokenize_chat(messages, tok)
     inputs, targets = shift_targets(ids, mask)
     device = model.embed.weight.device
-    logits = model(torch.tensor([inputs], device=device)).logits[0]
+    logits = model(torch.tensor([inputs], device=device))[0]
     t = torch.tensor(targets, device=device)
     logp = -F.cross_entropy(logits.float(), t, ignore_index=IGNORE_INDEX, reduction="none")
     return float(logp.sum()), int((t != IGNORE_INDEX).sum())

@@ -36,7 +36,7 @@ from common.stages import STAGES, Stage, stage as stage_row
 from dataset.demo.corpus import ensure_demo_corpus
 from dataset.preference import iter_pairs
 from dataset.readers import DataError, SkipStats, expand_paths
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from model import CheckpointError, checkpoint_tokenizer, load_model
 from tokenizer import TokenizerError, load_tokenizer, tokenizer_for
 from .batch_eval import evaluate_samples, load_samples

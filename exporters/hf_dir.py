@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from tokenizer import SpongeTokenizer
+from tokenizer.hf_format import write_hf_dir
 
 from model import SpongeBob
 from model.hf import hf_config_dict, to_hf_state_dict
@@ -87,7 +88,7 @@ def write_hf_export(model: SpongeBob, tok: SpongeTokenizer, out_dir: str | Path)
     _dump(hf_config_dict(cfg, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id),
           out / "config.json")
     _dump(generation_config(tok), out / "generation_config.json")
-    tok.save(out)
+    write_hf_dir(tok.json_text, out)  # tokenizer.json byte for byte, with its two companions
     # transformers 4.x's fast tokenizer otherwise also returns token_type_ids,
     # which Llama's generate() rejects: `model.generate(**tok(text))` must work.
     config_path = out / "tokenizer_config.json"

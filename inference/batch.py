@@ -26,7 +26,7 @@ import torch
 from model import SpongeBob
 from .budget import BudgetState, ThinkBudget
 from .calculator import ToolState
-from .generate import SamplingConfig, sample_next
+from .sampling import SamplingConfig, sample_next
 
 
 class SlotCache:
@@ -168,7 +168,7 @@ class BatchDecoder:
         width = int(starts.max()) + 1
         mask = (torch.arange(width, device=device)[None, :] <= starts[:, None])[:, None, None, :]
         view = _View(self.cache, torch.tensor(slots, device=device), starts, width)
-        logits = self.model(ids, cache=view, position_ids=starts[:, None], attn_mask=mask).logits[:, -1]
+        logits = self.model(ids, cache=view, position_ids=starts[:, None], attn_mask=mask)[:, -1]
         for seq, row in zip(seqs, logits):
             seq.cached += 1
             seq.logits = row
@@ -212,7 +212,7 @@ class BatchDecoder:
         out = self.model(ids, cache=view, position_ids=positions, attn_mask=mask, last_only=end == len(seq.prompt))
         seq.cached = end
         if end == len(seq.prompt):
-            seq.logits = out.logits[0, -1]
+            seq.logits = out[0, -1]
 
 
 def generate_batch(model: SpongeBob, prompts: list[list[int]], samplings: list[SamplingConfig],

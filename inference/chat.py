@@ -21,7 +21,8 @@ from typing import Protocol, Sequence, TextIO
 import torch
 
 from .budget import ThinkBudget
-from .generate import SamplingConfig, generate
+from .generate import generate
+from .sampling import SamplingConfig
 from model import SpongeBob
 from .streaming import stream_text
 from .think_split import THINK, ThinkSplitter, split_reasoning

@@ -18,6 +18,13 @@ class KVCache:
         self.max_len = max_len
         self.length = 0  # positions already filled, shared by all layers
 
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int) -> KVCache:
+        """An empty cache of up to max_len positions for model, on its device and in its weights' dtype."""
+        cfg, weight = model.config, model.embed.weight
+        return cls(cfg.n_layers, batch_size, cfg.n_kv_heads, min(max_len, cfg.max_position_embeddings),
+                   cfg.head_dim, dtype=weight.dtype, device=weight.device)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this step's (B, kv_heads, T, head_dim) keys/values for one
         layer and return everything cached for it so far, new positions included."""

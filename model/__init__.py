@@ -6,12 +6,12 @@ Not here: generation, KV cache and chat (inference/), exporters (exporters/), tr
 from .checkpoint import (ADAPTER_FORMAT, CheckpointError, atomic_torch_save, checkpoint_tokenizer, file_sha256,
                          load_model, read_checkpoint, save_adapter, save_model, unwrap)
 from .config import DEFAULT_PRESET, PRESETS, ModelConfig, get_preset
-from .loss import IGNORE_INDEX, linear_cross_entropy, token_loss
-from .model import ModelOutput, SpongeBob
+from .loss import IGNORE_INDEX, token_loss
+from .model import SpongeBob
 
 __all__ = [
     "ADAPTER_FORMAT", "CheckpointError", "atomic_torch_save", "checkpoint_tokenizer", "file_sha256", "load_model", "read_checkpoint",
     "save_adapter", "save_model", "unwrap",
     "DEFAULT_PRESET", "PRESETS", "ModelConfig", "get_preset",
-    "IGNORE_INDEX", "ModelOutput", "SpongeBob", "linear_cross_entropy", "token_loss",
+    "IGNORE_INDEX", "SpongeBob", "token_loss",
 ]

@@ -11,7 +11,8 @@ import sys
 
 import torch
 
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from inference.streaming import stream_text
 from model import DEFAULT_PRESET, PRESETS, SpongeBob, get_preset
 from tokenizer import TokenizerError, load_tokenizer

@@ -8,18 +8,18 @@ LlamaForCausalLM (see model/hf.py), and the maths follows the same conventions
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .loss import linear_cross_entropy, token_loss
 from .masks import flex, is_block_mask
 
-if TYPE_CHECKING:  # the cache belongs to generation (inference/); the network only reads and writes it
-    from inference.kv_cache import KVCache
+# A KV cache is generation's (inference/kv_cache.py): the network only reads its length, hands each
+# layer's new keys and values to update(layer, k, v) and calls advance(n) after the last layer.
+KVCache = Any
 
 # enable_gqa lets SDPA read each key/value head for its group of query heads in place (torch >= 2.5);
 # older versions, and CUDA cases where only a copy reaches a fast kernel (expand_kv), get the same
@@ -171,11 +171,6 @@ class Block(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class ModelOutput(NamedTuple):
-    logits: torch.Tensor | None
-    loss: torch.Tensor | None
-
-
 class SpongeBob(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -207,20 +202,13 @@ class SpongeBob(nn.Module):
         """Distinct parameters (a tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_weight: torch.Tensor | None = None, cache: KVCache | None = None,
-                position_ids: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                reduction: str = "mean", return_logits: bool = True, last_only: bool = False) -> ModelOutput:
-        """idx: (B, T) token ids. targets: (B, T) ids already shifted left by
-        one (targets[:, t] is the token after idx[:, t]), IGNORE_INDEX where no
-        loss is wanted. loss_weight: optional (B, T) per-token weights.
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """idx: (B, T) token ids -> (B, T, vocab) logits; the loss is the caller's (model/loss.py).
         position_ids: (B, T) each token's RoPE position (packed rows restart at 0 for each
         conversation; batched generation gives each row its own); default 0, 1, 2, ...
         after what the cache holds. attn_mask: bool (B, 1, T, keys) or a FlexAttention
         BlockMask (model/masks.py); default causal.
-        reduction: "mean" (weighted mean) or "sum" (the engine normalises per step).
-        return_logits=False (with targets): the loss is computed chunk by chunk from the
-        hidden states (model/loss.py) and the full logits are never built; logits is None.
         last_only: logits of the last position only, (B, 1, vocab): all a prefill needs."""
         T = idx.size(1)
         start = cache.length if cache is not None else 0
@@ -236,17 +224,4 @@ class SpongeBob(nn.Module):
             x = block(x, cos, sin, cache, attn_mask)
         if cache is not None:
             cache.advance(T)
-        x = self.norm(x[:, -1:] if last_only else x)
-        if targets is not None and not return_logits:
-            return ModelOutput(None, linear_cross_entropy(x, self.lm_head.weight, targets, loss_weight, reduction))
-        logits = self.lm_head(x)
-        loss = token_loss(logits, targets, loss_weight, reduction) if targets is not None else None
-        return ModelOutput(logits, loss)
-
-    def new_cache(self, batch_size: int, max_len: int) -> "KVCache":
-        """An empty KV cache sized for max_len positions, on the model's device and dtype."""
-        from inference.kv_cache import KVCache  # at call time: training never needs the inference package
-        cfg = self.config
-        weight = self.embed.weight
-        return KVCache(cfg.n_layers, batch_size, cfg.n_kv_heads, min(max_len, cfg.max_position_embeddings),
-                       cfg.head_dim, dtype=weight.dtype, device=weight.device)
+        return self.lm_head(self.norm(x[:, -1:] if last_only else x))

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.stages import BY_NAME
 from inference.budget import DEFAULT_CONTINUE_WORD, ThinkBudget, think_budget
-from inference.generate import SamplingConfig, default_repetition_penalty
+from inference.sampling import SamplingConfig, default_repetition_penalty
 from tokenizer import SpongeTokenizer
 
 from .engine import Engine, QueueFull

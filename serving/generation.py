@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inference.budget import ThinkBudget
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from inference.streaming import StreamDecoder
 from inference.think_split import ANSWER, ThinkSplitter
 from tokenizer import SpongeTokenizer

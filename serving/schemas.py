@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from inference.generate import REPETITION_PENALTY_RANGE, TEMPERATURE_RANGE
+from inference.sampling import REPETITION_PENALTY_RANGE, TEMPERATURE_RANGE
 
 MAX_STOP_STRINGS = 4   # OpenAI's limit
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import evaluation.batch_eval as batch_eval
 from evaluation.batch_eval import EvalSample, evaluate_samples, make_sample, reference_loss
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 import test_eval_chat
 from test_eval_chat import run_main
 
@@ -56,7 +56,7 @@ def test_reference_loss_counts_only_the_reply_tokens(tok, tiny):
     loss, count = reference_loss(model, sample)
     # By hand: positions 3, 4, 5 of the full sequence predict 20, 21, 2.
     with torch.no_grad():
-        logits = model(torch.tensor([[1, 10, 11, 12, 20, 21]])).logits[0]
+        logits = model(torch.tensor([[1, 10, 11, 12, 20, 21]]))[0]
     expected = sum(-F.log_softmax(logits[pos].float(), -1)[target] for pos, target in [(3, 20), (4, 21), (5, 2)])
     assert count == 3
     assert loss == pytest.approx(float(expected), rel=1e-5)

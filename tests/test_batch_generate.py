@@ -4,7 +4,8 @@ import torch
 
 from inference.batch import BatchDecoder, decode_batch, generate_batch
 from inference.budget import ThinkBudget
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import SpongeBob, get_preset
 
 

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import SpongeBob, get_preset
 from inference.budget import ThinkBudget, think_budget, thinking_at_end
 from tokenizer import load_tokenizer
@@ -25,24 +26,21 @@ class ScriptedModel(torch.nn.Module):
 
     def __init__(self, script: list[int], prompt_len: int, vocab: int = 64):
         super().__init__()
-        self.embed = torch.nn.Embedding(1, 1)  # generate only reads its device
-        self.config = SimpleNamespace(max_position_embeddings=512)
+        self.embed = torch.nn.Embedding(1, 1)  # generate reads its device and dtype (for the cache)
+        self.config = SimpleNamespace(max_position_embeddings=512, n_layers=1, n_kv_heads=1, head_dim=1)
         self.script, self.prompt_len, self.vocab = script, prompt_len, vocab
         self.fed: list[int] = []
 
-    def new_cache(self, batch_size: int, max_len: int) -> SimpleNamespace:
-        return SimpleNamespace(length=0)
-
-    def forward(self, ids: torch.Tensor, cache: SimpleNamespace | None = None) -> SimpleNamespace:
+    def forward(self, ids: torch.Tensor, cache=None) -> torch.Tensor:
         if cache is not None:
             self.fed += ids[0].tolist()
-            cache.length += ids.size(1)
+            cache.advance(ids.size(1))
             length = cache.length
         else:
             length = ids.size(1)
         logits = torch.zeros(1, ids.size(1), self.vocab)
         logits[0, -1, self.script[length - self.prompt_len]] = 1.0
-        return SimpleNamespace(logits=logits)
+        return logits
 
 
 def budget(max_think: int | None = None, min_think: int = 0, continue_ids: tuple[int, ...] = (7, 8)) -> ThinkBudget:

@@ -5,7 +5,8 @@ import torch
 
 from inference.batch import decode_batch
 from inference.calculator import Calculator, evaluate
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import SpongeBob, get_preset
 from tokenizer import load_tokenizer
 

@@ -5,10 +5,14 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+from engine_run import Run
 from model import SpongeBob, get_preset, read_checkpoint
 from synthetic_data import SyntheticRows
-from trainer import Trainer, parse_config
-from trainer.distributed import DistInfo, init_distributed, shutdown
+from trainer import parse_config
+from trainer.distributed import init_distributed, shutdown
+from trainer.loop import CrossEntropy
+
+TOK = {"vocab_size": 6400}
 
 SETTINGS = dict(preset="spongebob-tiny", epochs=2, accumulation_steps=2, learning_rate=1e-3, warmup_steps=1,
                 save_interval=1000, device="cpu", dtype="float32", log_interval=1)
@@ -27,10 +31,9 @@ def train(out_dir, batch_size, rank=0, world_size=1):
     torch.manual_seed(0)  # every rank starts from the same weights (DDP also broadcasts rank 0's)
     model = SpongeBob(get_preset("spongebob-tiny"))
     data = SyntheticRows(n_rows=16, rank=rank, world_size=world_size)
-    trainer = Trainer(cfg, model, data, None, {"vocab_size": 6400}, "test", torch.device("cpu"),
-                      torch.float32, dist)
+    trainer = Run(cfg, model, data, tokenizer_id=TOK, dist=dist)
     trainer.fit()
-    return trainer.total_steps
+    return trainer.engine.total_steps
 
 
 def ddp_worker(rank, world_size, port, out_dir):
@@ -73,18 +76,27 @@ def stop_worker(rank, world_size, port, out_dir):
     cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=out_dir, batch_size=2, epochs=4))
     dist = init_distributed(torch.device("cpu"))
     torch.manual_seed(0)
-    trainer = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16, rank=rank, world_size=2),
-                      None, {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, dist)
-    trainer.after_first_step = lambda seconds: setattr(trainer, "_stop_requested", rank == 1)
+
+    class CtrlCOnRank1(CrossEntropy):  # rank 1's Ctrl-C arrives during step 2 (its third micro-batch)
+        calls = 0
+
+        def __call__(self, logits, batch):
+            CtrlCOnRank1.calls += 1
+            if CtrlCOnRank1.calls == 3 and rank == 1:
+                trainer.engine.interrupts.requested = True
+            return super().__call__(logits, batch)
+    trainer = Run(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16, rank=rank, world_size=2),
+                  loss_fn=CtrlCOnRank1(), tokenizer_id=TOK, dist=dist)
+    engine = trainer.engine
     try:
         trainer.fit()
         raise AssertionError("the run was not stopped")
     except KeyboardInterrupt as e:
-        assert trainer.step == 2, trainer.step
+        assert engine.step == 2, engine.step
         # Rank 0 says what it saved; the others say nothing (they used to say "saved None"),
         # yet every rank knows the state, which is on disk before any rank goes on.
         assert ("saved" in str(e)) == (rank == 0), str(e)
-        assert trainer.last_saved.endswith("step_00000002.pt") and os.path.isfile(trainer.last_saved)
+        assert engine.last_saved.endswith("step_00000002.pt") and os.path.isfile(engine.last_saved)
     finally:
         shutdown()
 
@@ -98,32 +110,36 @@ def test_every_collective_runs_on_the_models_device(tmp_path, monkeypatch):
     """NCCL takes only CUDA tensors. On a CPU the same mistake is caught by making the default
     device 'meta' while the model and data sit on the CPU: a tensor made without device=...
     lands on meta, and the wrapper refuses it as NCCL would refuse a CPU tensor."""
-    import trainer.step as engine
+    import trainer.engine
     cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(tmp_path), batch_size=2))
     torch.manual_seed(0)
-    t = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=8), None, {"vocab_size": 6400},
-                "test", torch.device("cpu"), torch.float32, DistInfo())
+    engine = Run(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=8), tokenizer_id=TOK).engine
     seen = []
 
     def checked_all_reduce(tensor):
         seen.append(tensor.device)
-        assert tensor.device == t.device, f"collective on {tensor.device}, model on {t.device}"
+        assert tensor.device == engine.device, f"collective on {tensor.device}, model on {engine.device}"
         return tensor
 
-    monkeypatch.setattr(engine, "all_reduce_sum", checked_all_reduce)
-    micro = [next(iter(SyntheticRows(n_rows=8).batches(2, epoch=0)))]
-    with torch.device("meta"):
-        t.train_step(micro)
+    monkeypatch.setattr(trainer.engine, "all_reduce_sum", checked_all_reduce)
+    batch = next(iter(SyntheticRows(n_rows=8).batches(2, epoch=0)))
+    with torch.device("meta"):  # one step, as trainer/loop.py's fit takes it
+        engine.set_lr()
+        batch = engine.to_device(batch)
+        with engine.micro_batch(last=True):
+            loss = CrossEntropy()(engine.forward(batch), batch)
+        engine.backward(loss, batch)
+        engine.update()
     assert seen == [torch.device("cpu")]
 
 
 def test_a_two_process_run_resumes_on_one_process(tmp_path):
     """A preempted 2-process job comes back on 1 process: the same rows per step (2 x 2 -> 4 x 1),
     so it ends where an uninterrupted 1-process run of 4 rows per micro-step ends."""
-    from trainer.checkpoints import RunPaths, peek_latest_state
+    from trainer.checkpoints import RunPaths, latest_state
     from trainer.resume import elastic_batch
     mp.spawn(stop_worker, args=(2, free_port(), str(tmp_path / "cut")), nprocs=2, join=True)  # stops at step 2
-    saved = peek_latest_state(RunPaths(tmp_path / "cut", "test"))
+    saved = latest_state(RunPaths(tmp_path / "cut", "test"), peek=True)
     assert (saved["world_size"], saved["step"]) == (2, 2)
     batch, accumulation = elastic_batch(saved["config"], saved["world_size"], 1)
     assert (batch, accumulation) == (4, 2)  # the rows of a micro-step, across processes, stay 4
@@ -133,19 +149,17 @@ def test_a_two_process_run_resumes_on_one_process(tmp_path):
     try:
         values = dict(SETTINGS, batch_size=batch, accumulation_steps=accumulation, epochs=4)
         cfg = parse_config([], "test", stage_defaults=dict(values, out_dir=str(tmp_path / "cut"), resume=True))
-        resumed = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None,
-                          {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, DistInfo())
-        assert resumed.step == 2
+        resumed = Run(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), tokenizer_id=TOK)
+        assert resumed.engine.step == 2
         resumed.fit()
         torch.manual_seed(0)
         cfg = parse_config([], "test", stage_defaults=dict(values, out_dir=str(tmp_path / "one")))
-        whole = Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None,
-                        {"vocab_size": 6400}, "test", torch.device("cpu"), torch.float32, DistInfo())
+        whole = Run(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), tokenizer_id=TOK)
         whole.fit()
     finally:
         torch.set_num_threads(threads)
-    a, b = whole.model.state_dict(), resumed.model.state_dict()
-    assert resumed.step == whole.step == 8
+    a, b = whole.engine.model.state_dict(), resumed.engine.model.state_dict()
+    assert resumed.engine.step == whole.engine.step == 8
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-5, rtol=0), name
     # Rows per step that cannot stay the same are refused in one line with the numbers (the newest
@@ -155,8 +169,7 @@ def test_a_two_process_run_resumes_on_one_process(tmp_path):
     import pytest
     with pytest.raises(ValueError, match=r"a step was 8 rows \(--batch_size 4 x --accumulation_steps 2 x 1 process"
                                          r"\(es\)\) but would be 6 now; keep batch x accumulation x processes at 8"):
-        Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), None, {"vocab_size": 6400},
-                "test", torch.device("cpu"), torch.float32, DistInfo())
+        Run(cfg, SpongeBob(get_preset("spongebob-tiny")), SyntheticRows(n_rows=16), tokenizer_id=TOK)
 
 
 @__import__("pytest").mark.slow
@@ -193,7 +206,7 @@ def fit_worker(rank, world_size, port, result_dir):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
-    import trainer.run as run
+    import trainer.ops as run
     from trainer.memory import estimate_peak_bytes
     dist = init_distributed(torch.device("cpu"))
     try:

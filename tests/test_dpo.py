@@ -140,9 +140,9 @@ def test_packed_and_padded_batches_give_the_same_dpo_loss(tmp_path):
         inputs = {}
         if "doc_ids" in batch:
             inputs = {"position_ids": batch["position_ids"], "attn_mask": document_mask(batch["doc_ids"], flex=False)}
-        ref = lambda b: reference(b["input_ids"], **inputs).logits  # noqa: E731
+        ref = lambda b: reference(b["input_ids"], **inputs)  # noqa: E731
         loss_fn = PreferenceLoss(ref, "sigmoid", 0.1, 0.0, 0.5, max_pairs=4)
-        losses[packing] = loss_fn(policy(batch["input_ids"], **inputs).logits, batch)
+        losses[packing] = loss_fn(policy(batch["input_ids"], **inputs), batch)
         rows = len(batch["input_ids"])
         assert rows == 8 if packing == "none" else rows < 8  # 4 pairs = 8 sequences, fewer rows when packed
     assert torch.allclose(losses["none"], losses["pack"], rtol=1e-5)
@@ -193,7 +193,7 @@ def test_the_reference_is_frozen_and_never_changes(tmp_path):
     policy = SpongeBob(get_preset("spongebob-tiny"))
     batch = {"input_ids": torch.randint(0, 6400, (2, 12)), "targets": torch.randint(0, 6400, (2, 12)),
              "seq_index": torch.tensor([[0] * 12, [1] * 12]), "loss_count": torch.tensor(1.0)}
-    loss = PreferenceLoss(frozen, "sigmoid", 0.1, 0.0, 0.0, max_pairs=1)(policy(batch["input_ids"]).logits, batch)
+    loss = PreferenceLoss(frozen, "sigmoid", 0.1, 0.0, 0.0, max_pairs=1)(policy(batch["input_ids"]), batch)
     loss.backward()
     assert all(p.grad is None for p in frozen.model.parameters())
     assert all(torch.equal(before[k], v) for k, v in frozen.model.state_dict().items())

@@ -7,7 +7,8 @@ import pytest
 
 import eval_model
 import inference.chat as chat
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from test_eval_model import save_tiny
 from tokenizer import load_tokenizer
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import eval_model
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import SpongeBob, get_preset, save_model
 from inference.streaming import REPLACEMENT_CHAR, StreamDecoder, stream_text
 from tokenizer import load_tokenizer

@@ -7,7 +7,7 @@ import pytest
 import evaluation.batch_eval as batch_eval
 import inference.chat as chat
 from evaluation.batch_eval import evaluate_samples, make_sample
-from inference.generate import SamplingConfig
+from inference.sampling import SamplingConfig
 from inference.chat import ChatSession, ReasoningRender
 from test_batch_eval import per_sample
 from test_eval_chat import run_main

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import export
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
 from model import SpongeBob, get_preset, save_model
 from exporters.hf_dir import write_hf_export, write_safetensors
 from tokenizer import load_tokenizer

@@ -202,5 +202,5 @@ def test_gguf_reads_back_with_every_key_and_tensor(tmp_path, capsys, tok, ckpts,
     if dtype == "f32":
         ids = [1] + tok.encode("user\n海绵宝宝住在哪里？") + [2]
         with torch.no_grad():
-            ours = model(torch.tensor([ids])).logits[0].double()
+            ours = model(torch.tensor([ids]))[0].double()
         torch.testing.assert_close(gguf_logits(reader, ids), ours, rtol=0, atol=1e-5)

@@ -20,7 +20,8 @@ from test_eval_model import save_tiny
 from test_pretrain import TINY, write_corpus
 from tokenizer import load_tokenizer
 from trainer import ConfigError, TrainConfig, parse_config, run_stage
-from trainer.checks import model_config
+from trainer.loop import fit
+from trainer.run import model_config
 from trainer.memory import DoesNotFit, estimate_peak_bytes, fit_batch
 
 
@@ -85,7 +86,7 @@ def run_stage_inline(script, argv, tmp_path, monkeypatch, capsys, init_from=None
     config_cls = getattr(script, "DistillConfig", getattr(script, "ChatConfig", TrainConfig))
     try:
         cfg = parse_config(argv, "t", script.REFERENCE, script.DEMO, config_cls, init_from)
-        run_stage(cfg, "stage", script.build_data)
+        run_stage(cfg, "stage", script.build_data, fit)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -172,7 +173,7 @@ def test_a_batch_that_does_not_fit_keeps_its_effective_size():
 
 def test_the_stage_lowers_the_micro_batch_and_says_so(tmp_path, monkeypatch, capsys):
     data = write_corpus(tmp_path / "c.jsonl", n_docs=40)
-    monkeypatch.setattr("trainer.run.available_bytes", lambda device, ranks: 2.2e9)
+    monkeypatch.setattr("trainer.ops.available_bytes", lambda device, ranks: 2.2e9)
     code, out, _ = run_stage_inline(pretrain, [*TINY, "--data_path", str(data), "--max_steps", "1",
                                                "--batch_size", "4096", "--accumulation_steps", "1"],
                                     tmp_path, monkeypatch, capsys)
@@ -196,7 +197,10 @@ def test_warmup_longer_than_the_run_and_a_truthful_cap(tmp_path, monkeypatch, ca
 
 def test_the_plan_line_names_the_flags_that_make_hours_minutes():
     from types import SimpleNamespace
-    from trainer.run import plan_time
+    from trainer.ops import plan_time as plan
+
+    def plan_time(run, seconds):
+        return plan(run.total_steps, run.step, seconds, run.device, run.cfg)
 
     def trainer(init, device="cpu", steps=2000):
         cfg = SimpleNamespace(init=init)

@@ -1,9 +1,11 @@
 """Generation: KV cache equals recomputation, sampling filters, stop ids and limits."""
 import torch
 
-from inference.generate import SamplingConfig, generate
+from inference.generate import generate
+from inference.sampling import SamplingConfig
+from inference.kv_cache import KVCache
 from model import SpongeBob, get_preset
-from inference.generate import apply_repetition_penalty, filter_top_k, filter_top_p, sample_next
+from inference.sampling import apply_repetition_penalty, filter_top_k, filter_top_p, sample_next
 
 
 def tiny_model(seed: int = 0) -> SpongeBob:
@@ -29,10 +31,10 @@ def test_cache_with_multi_token_chunks_matches_one_full_pass():
     model = tiny_model(1)
     idx = torch.randint(0, 6400, (1, 20))
     with torch.no_grad():
-        full = model(idx).logits
-        cache = model.new_cache(1, 20)
-        parts = [model(idx[:, :12], cache=cache).logits, model(idx[:, 12:17], cache=cache).logits]
-        parts += [model(idx[:, t:t + 1], cache=cache).logits for t in range(17, 20)]
+        full = model(idx)
+        cache = KVCache.for_model(model, 1, 20)
+        parts = [model(idx[:, :12], cache=cache), model(idx[:, 12:17], cache=cache)]
+        parts += [model(idx[:, t:t + 1], cache=cache) for t in range(17, 20)]
     assert torch.allclose(torch.cat(parts, dim=1), full, atol=1e-5)
 
 

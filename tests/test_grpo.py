@@ -11,9 +11,9 @@ from dataset.problems import Problem, iter_problems
 from dataset.readers import DataError, SkipStats
 from model import SpongeBob, get_preset, save_model
 from tokenizer import load_tokenizer
-from trainer import ConfigError, Trainer, parse_config
-from trainer.distributed import DistInfo
-from grpo import GRPOLoss, ProblemEval, RolloutData, clipped_objective, group_advantages, k3_kl
+from engine_run import Run
+from trainer import ConfigError, parse_config
+from grpo import GRPOLoss, ProblemEval, ProblemSet, clipped_objective, group_advantages, k3_kl
 from evaluation.rewards import accuracy_reward, arithmetic_reward, format_reward, parse_reward_weights
 
 GOOD = "<think>\n12 + 5 = 17\n</think>\n<answer>\n17\n</answer>"
@@ -152,7 +152,23 @@ def test_golds_that_are_not_short_answers_are_refused_by_file_line(tmp_path):
     assert [p.gold for p in iter_problems(texts)] == ["(3, 4)", "北京"]  # not a file of numbers: kept
 
 
-def grpo_trainer(root, problems, tok, **overrides):
+class Crash(Exception):
+    pass
+
+
+class CrashingProblems(ProblemSet):
+    """Dies when asked for the problems of its n-th rollout, like a kill in the middle of a run."""
+    crash_at = 0
+
+    def rollout_problems(self, epoch, index):
+        self.crash_at -= 1
+        if self.crash_at == 0:
+            raise Crash
+        return super().rollout_problems(epoch, index)
+
+
+def grpo_run(root, problems, tok, val=None, crash_at=0, loss_fn=None, **overrides):
+    """grpo.py's loop over the tiny model, as its stage script runs it."""
     values = dict(out_dir=str(root), preset="spongebob-tiny", epochs=1, batch_size=2, accumulation_steps=1,
                   learning_rate=1e-2,
                   warmup_steps=1, log_interval=1, eval_interval=0, save_interval=2, max_seq_len=256,
@@ -161,42 +177,72 @@ def grpo_trainer(root, problems, tok, **overrides):
     cfg = parse_config([], "t", stage_defaults=values, config_cls=grpo.GRPOConfig)
     torch.manual_seed(0)
     model = SpongeBob(get_preset("spongebob-tiny"))
-    data = RolloutData(problems, tok, cfg)
-    trainer = Trainer(cfg, model, data, None, tok.identity(), "grpo", torch.device("cpu"), torch.float32,
-                      DistInfo(), loss_fn=GRPOLoss(None, 0.0, 0.2))
-    data.bind(trainer.model, torch.device("cpu"), torch.float32)
-    return trainer
+    data = CrashingProblems(problems, tok, cfg)
+    data.crash_at = crash_at
+    return Run(cfg, model, data, val or ProblemEval([], tok, 8), loss_fn=loss_fn or GRPOLoss(None, 0.0, 0.2),
+               stage="grpo", tokenizer_id=tok.identity(), loop=grpo.train)
 
 
-def test_grpo_resumes_exactly_and_logs_its_metrics(tmp_path):
+PROBLEMS = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
+
+
+def test_grpo_resumes_exactly_and_logs_its_metrics(tmp_path, monkeypatch):
     tok = load_tokenizer()
-    problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(8)]
-    full = grpo_trainer(tmp_path / "full", problems, tok)
+    # The tiny model's own rollouts: sampled, never right, so their advantages are 0; the scripted
+    # half-right ones make the updates real (they are the same whatever the weights, but the loss is not).
+    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, [GOOD, GOOD.replace("17", "16"), "17"] * 2))
+    PROBLEMS = [PROBLEM] * 8  # noqa: N806
+    full = grpo_run(tmp_path / "full", PROBLEMS, tok)
     full.fit()
     rows = [json.loads(line) for line in (tmp_path / "full" / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert {"reward", "rewards/accuracy", "rewards/format", "completion_length", "zero_signal_groups",
             "clip_fraction", "entropy", "correct", "truncated", "mixed_groups", "all_wrong_groups",
             "all_wrong_advantage_share", "trained_groups"} <= set(rows[-1])
     assert "kl" not in rows[-1]  # --beta 0 holds no reference: no KL to report
-    from test_packing import Crash, CrashAt
-    cut = grpo_trainer(tmp_path / "cut", problems, tok)
-    cut.train_data = CrashAt(cut.train_data, 4)
-    cut.train_data.on_policy = True  # still made on the spot, as the real rollouts are
+    cut = grpo_run(tmp_path / "cut", PROBLEMS, tok, crash_at=4)
     with pytest.raises(Crash):  # dies making step 4's rollout; the last state is step 2
         cut.fit()
-    resumed = grpo_trainer(tmp_path / "cut", problems, tok, resume=True)
-    assert resumed.step == 2
+    resumed = grpo_run(tmp_path / "cut", PROBLEMS, tok, resume=True)
+    assert resumed.engine.step == 2
     resumed.fit()
-    a, b = full.model.state_dict(), resumed.model.state_dict()
+    a, b = full.engine.model.state_dict(), resumed.engine.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     # A resume with another group size would mix two objectives: refused, naming the flag.
     with pytest.raises(ValueError, match=r"^--resume: --num_generations was 3 in the saved run .* but is 4 now"):
-        grpo_trainer(tmp_path / "cut", problems, tok, resume=True, num_generations=4)
+        grpo_run(tmp_path / "cut", PROBLEMS, tok, resume=True, num_generations=4)
+
+
+def test_a_resume_between_a_rollouts_iterations_trains_on_that_rollout(tmp_path, monkeypatch):
+    """With --num_iterations 2 a rollout serves two steps; a kill after the first of them resumes on
+    the same rollout (saved with the state: its pi_old is the weights that sampled it), not on one
+    made again by the changed weights. Scripted completions, half right: the advantages are not 0."""
+    tok = load_tokenizer()
+    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, [GOOD, GOOD.replace("17", "16"), GOOD] * 2))
+    common = dict(num_iterations=2, save_interval=1, max_steps=4, weight_decay=0.0)
+    full = grpo_run(tmp_path / "full", [PROBLEM] * 8, tok, **common)
+    full.fit()
+
+    class CrashingLoss(GRPOLoss):  # dies in step 4, the second update on the rollout made at step 3
+        calls = 0
+
+        def __call__(self, logits, batch):
+            CrashingLoss.calls += 1
+            if CrashingLoss.calls == 4:
+                raise Crash
+            return super().__call__(logits, batch)
+    cut = grpo_run(tmp_path / "cut", [PROBLEM] * 8, tok, loss_fn=CrashingLoss(None, 0.0, 0.2), **common)
+    with pytest.raises(Crash):
+        cut.fit()
+    resumed = grpo_run(tmp_path / "cut", [PROBLEM] * 8, tok, resume=True, **common)
+    assert resumed.engine.step == 3 and "rollout" in resumed.engine.restored
+    resumed.fit()
+    a, b = full.engine.model.state_dict(), resumed.engine.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
     tok = load_tokenizer()
-    module = grpo
+    import evaluation.rollouts as module
 
     class Done:
         def __init__(self, text):
@@ -205,7 +251,8 @@ def test_held_out_accuracy_counts_correct_greedy_answers(monkeypatch):
     monkeypatch.setattr(module, "decode_batch", lambda model, prompts, samplings, *a, **k: [
         Done(GOOD), Done(GOOD.replace("17", "16")), Done("17")][:len(prompts)])
     evaluation = ProblemEval([PROBLEM, PROBLEM, PROBLEM], tok, 16)
-    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32,
+                                 lambda t: t)
     assert result == {"val_accuracy": 2 / 3, "val_compliance": 2 / 3}
 
 
@@ -223,6 +270,18 @@ class Scripted:
         return done[:len(prompts)]
 
 
+class Recording(GRPOLoss):
+    """GRPO's loss, keeping every batch it is given."""
+
+    def __init__(self):
+        super().__init__(None, 0.0, 0.2)
+        self.batches = []
+
+    def __call__(self, logits, batch):
+        self.batches.append(batch)
+        return super().__call__(logits, batch)
+
+
 def test_rollout_diagnostics_and_dynamic_sampling_by_hand(monkeypatch, tmp_path):
     tok = load_tokenizer()
     wrong = GOOD.replace("17", "16")          # compliant, wrong, and its sum 12 + 5 = 16 is wrong
@@ -231,22 +290,25 @@ def test_rollout_diagnostics_and_dynamic_sampling_by_hand(monkeypatch, tmp_path)
     texts = [GOOD, wrong, wrong, wrong, wrong_sum_right, wrong]
     monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, texts))
     for dynamic in (False, True):
-        cfg = parse_config([], "t", stage_defaults=dict(num_generations=3, batch_size=2, scale_rewards=False,
-                           reward_weights="accuracy:1,arithmetic:0.5", dynamic_sampling=dynamic,
-                           max_completion_length=16), config_cls=grpo.GRPOConfig)
-        data = RolloutData([PROBLEM, PROBLEM], tok, cfg)
-        data.bind(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
-        batch = data.rollout([0, 1], epoch=0, b=0)
-        metrics = data.read_metrics(lambda t: t)
+        loss = Recording()
+        run = grpo_run(tmp_path / str(dynamic), [PROBLEM, PROBLEM], tok, loss_fn=loss, max_steps=1, scale_rewards=False,
+                       reward_weights="accuracy:1,arithmetic:0.5", dynamic_sampling=dynamic, max_completion_length=16)
+        run.fit()
+        metrics = json.loads((tmp_path / str(dynamic) / "grpo" / "metrics.jsonl").read_text().splitlines()[-1])
+        batch = loss.batches[0]
         # rewards: group 1 = [1 + 0.5, 0 + 0, 0 + 0]; group 2 = [0, 0.5, 0] (arithmetic only)
         # advantages (r - mean): group 1 = [1, -0.5, -0.5]; group 2 = [-1/6, 1/3, -1/6]
-        assert metrics["correct"] == pytest.approx(1 / 6)
+        assert metrics["correct"] == pytest.approx(1 / 6, abs=1e-6)  # the row is rounded to 6 places
         assert metrics["mixed_groups"] == 0.5 and metrics["all_wrong_groups"] == 0.5
-        assert metrics["all_wrong_advantage_share"] == pytest.approx((2 / 3) / (2 + 2 / 3))
+        assert metrics["all_wrong_advantage_share"] == pytest.approx((2 / 3) / (2 + 2 / 3), abs=1e-6)
         assert metrics["truncated"] == 0.0
-        assert batch["advantages"][:, -1].tolist() != []  # shapes as before
+        firsts = batch["advantages"].gather(1, (batch["targets"] != -100).float().argmax(1, keepdim=True)).view(-1)
+        expected = [1.0, -0.5, -0.5] + [-1 / 6, 1 / 3, -1 / 6]
         trained_rows = (batch["targets"] != -100).any(dim=1).tolist()
         assert trained_rows == ([True] * 3 + [not dynamic] * 3)  # the all-wrong group is dropped when dynamic
+        assert firsts[:3].tolist() == pytest.approx(expected[:3])
+        if not dynamic:
+            assert firsts[3:].tolist() == pytest.approx(expected[3:])
         assert metrics["trained_groups"] == (0.5 if dynamic else 1.0)
 
 
@@ -256,19 +318,20 @@ def test_the_best_validation_becomes_the_weights_with_keep_best(tmp_path, monkey
     scores = iter([0.6, 0.5, 0.75, 0.25])  # validations at steps 0 (the start), 1, 2 and 3: the best is step 2's
 
     class Val(ProblemEval):
-        def evaluate(self, model, device, dtype):
+        def evaluate(self, model, device, dtype, reduce):
             return {"val_accuracy": next(scores)}
-    trainer = grpo_trainer(tmp_path, problems, tok, eval_interval=1, save_interval=1, max_steps=3)
-    trainer.val_data = Val(problems[:2], tok, 8, keep_best=True)
+    trainer = grpo_run(tmp_path, problems, tok, Val(problems[:2], tok, 8), eval_interval=1, save_interval=1,
+                       max_steps=3)
     saved = {}
-    original = trainer._save_weights
+    engine = trainer.engine
+    original = engine.save_weights
 
     def remember(path, val_loss):
         original(path, val_loss)
-        saved[(path.name, trainer.step)] = path.read_bytes()
-    monkeypatch.setattr(trainer, "_save_weights", remember)
+        saved[(path.name, engine.step)] = path.read_bytes()
+    monkeypatch.setattr(engine, "save_weights", remember)
     trainer.fit()
-    assert trainer.best == {"key": "val_accuracy", "value": 0.75, "step": 2}
+    assert engine.extra_state["best"] == {"key": "val_accuracy", "value": 0.75, "step": 2}
     assert (tmp_path / "grpo.pth").read_bytes() == saved[("grpo.pth", 2)] != saved[("grpo.pth", 3)]
     rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
     assert rows[0] == {"step": 0, "val_accuracy": 0.6}  # the start is measured, and could have been kept
@@ -280,14 +343,14 @@ def test_a_run_that_only_makes_things_worse_keeps_its_start(tmp_path):
     scores = iter([0.9, 0.5, 0.4])
 
     class Val(ProblemEval):
-        def evaluate(self, model, device, dtype):
+        def evaluate(self, model, device, dtype, reduce):
             return {"val_accuracy": next(scores)}
-    trainer = grpo_trainer(tmp_path, problems, tok, eval_interval=1, save_interval=1, max_steps=2)
-    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    trainer.val_data = Val(problems[:2], tok, 8, keep_best=True)
+    trainer = grpo_run(tmp_path, problems, tok, Val(problems[:2], tok, 8), eval_interval=1, save_interval=1,
+                       max_steps=2)
+    start = {k: v.clone() for k, v in trainer.engine.model.state_dict().items()}
     trainer.fit()
     kept = torch.load(tmp_path / "grpo.pth", weights_only=True)["model"]
-    assert trainer.best["step"] == 0 and all(torch.equal(kept[k], start[k]) for k in start)
+    assert trainer.engine.extra_state["best"]["step"] == 0 and all(torch.equal(kept[k], start[k]) for k in start)
 
 
 def test_held_out_evaluation_is_shared_out_over_ranks(monkeypatch):
@@ -295,10 +358,12 @@ def test_held_out_evaluation_is_shared_out_over_ranks(monkeypatch):
     problems = [PROBLEM] * 5
     evaluation = ProblemEval(problems, tok, 16, rank=1, world_size=2)
     assert len(evaluation.mine) == 2  # problems 1 and 3 of 0..4
-    monkeypatch.setattr(grpo, "decode_batch", Scripted(tok, [GOOD, GOOD.replace("17", "16")]))
+    import evaluation.rollouts as rollouts
+    monkeypatch.setattr(rollouts, "decode_batch", Scripted(tok, [GOOD, GOOD.replace("17", "16")]))
     # The other rank answered its 3 problems: 3 right, 2 compliant; the sum is over all 5.
-    monkeypatch.setattr(grpo, "all_reduce_sum", lambda t: t + torch.tensor([3.0, 2.0, 3.0]))
-    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32)
+    other_rank = lambda t: t + torch.tensor([3.0, 2.0, 3.0])  # noqa: E731
+    result = evaluation.evaluate(SpongeBob(get_preset("spongebob-tiny")), torch.device("cpu"), torch.float32,
+                                 other_rank)
     assert result == {"val_accuracy": 4 / 5, "val_compliance": 4 / 5}
 
 
@@ -314,7 +379,7 @@ def test_the_reference_never_changes(tmp_path):
     before = {k: v.clone() for k, v in frozen.state_dict().items()}
     ids = torch.randint(0, 6400, (2, 10))
     batch = {"input_ids": ids, "targets": ids.roll(-1, 1), "advantages": torch.ones(2, 10)}
-    loss_fn(policy(ids).logits, batch).backward()
+    loss_fn(policy(ids), batch).backward()
     assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
     assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
 

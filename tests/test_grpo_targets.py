@@ -6,13 +6,14 @@ and the training row is read back: the stop token it sampled is trained (<|endof
 <|im_end|>), nothing after a cut at the length limit, and no token that the budget or the
 calculator wrote. A step that trains no token leaves the weights as they were."""
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import grpo
 from dataset.problems import Problem
-from model import ModelOutput, SpongeBob, get_preset
+from model import SpongeBob, get_preset
 from tokenizer import load_tokenizer
 from trainer import parse_config
 
@@ -40,30 +41,21 @@ class ScriptedModel(SpongeBob):
             for t in range(position_ids.size(1)):
                 if 0 <= k[b, t] < len(self.script):
                     logits[b, t, self.script[k[b, t]]] = 1e4
-        return ModelOutput(logits, None)
+        return logits
 
 
 def rollout(tok, script, problem=PROBLEM, **flags):
-    """One group of 2 rollouts of `problem` under the scripted policy; returns (its prompt as the decoder
-    kept it, the training batch, the decoded sequences, the rollout's metrics)."""
+    """One group of 2 rollouts of `problem` under the scripted policy, through grpo.py's own sampling and
+    training rows; returns (its prompt as the decoder kept it, the training batch, the decoded sequences)."""
     values = dict(num_generations=2, batch_size=1, temperature=0.7, max_completion_length=24) | flags
     cfg = parse_config([], "t", stage_defaults=values, config_cls=grpo.GRPOConfig)
-    data = grpo.RolloutData([problem], tok, cfg)
-    prompt = data.prompts[0]
+    problems = grpo.ProblemSet([problem], tok, cfg)
+    prompt = problems.prompts[0]
     start = min(len(prompt), 512 - cfg.max_completion_length)  # the decoder keeps room for the completion
-    seqs = []
-
-    def decode_and_keep(*args, **kwargs):
-        seqs.extend(real_decode(*args, **kwargs))
-        return seqs
-    real_decode = grpo.decode_batch
-    data.bind(ScriptedModel(script, start), torch.device("cpu"), torch.float32)
-    grpo.decode_batch = decode_and_keep
-    try:
-        batch = data.rollout([0], epoch=0, b=0)
-    finally:
-        grpo.decode_batch = real_decode
-    return prompt[-start:], batch, seqs, data.read_metrics(lambda t: t)
+    engine = SimpleNamespace(model=ScriptedModel(script, start), device=torch.device("cpu"), dtype=torch.float32)
+    seqs = grpo.sample_groups(engine, problems, [0], seed=0)
+    batch = grpo.training_rows(seqs, torch.zeros(len(seqs)), torch.ones(len(seqs), dtype=torch.bool), tok.endoftext_id)
+    return prompt[-start:], batch, seqs
 
 
 def trained(batch, row, prompt):
@@ -80,7 +72,7 @@ def test_the_stop_token_trained_is_the_one_sampled(stop):
     tok = load_tokenizer()
     stop_id = tok.endoftext_id if stop == "endoftext" else tok.im_end_id
     reply = ids(tok, "<think>\n12+5=17\n</think>\n<answer>\n17\n</answer>")
-    prompt, batch, seqs, metrics = rollout(tok, reply + [stop_id, 7, 7])
+    prompt, batch, seqs = rollout(tok, reply + [stop_id, 7, 7])
     assert [s.stop_id for s in seqs] == [stop_id, stop_id]
     for row in range(2):
         targets, inputs = trained(batch, row, prompt)
@@ -92,7 +84,7 @@ def test_the_stop_token_trained_is_the_one_sampled(stop):
 def test_a_rollout_cut_at_the_length_limit_trains_its_tokens_and_no_stop():
     tok = load_tokenizer()
     reply = ids(tok, "<think>\n12+5=17\n</think>\n<answer>\n17\n</answer>")
-    prompt, batch, seqs, metrics = rollout(tok, reply + [tok.im_end_id], max_completion_length=5)
+    prompt, batch, seqs = rollout(tok, reply + [tok.im_end_id], max_completion_length=5)
     assert [s.finish for s in seqs] == ["length", "length"]
     targets, _ = trained(batch, 0, prompt)
     assert targets == reply[:5]
@@ -102,7 +94,7 @@ def test_budget_forced_tokens_get_no_target():
     tok = load_tokenizer()
     # The policy would think on; the budget closes its thinking after 2 tokens with </think>\n<answer>\n.
     script = ids(tok, "<think>\n12+5=17\n17\n</answer>") + [tok.im_end_id]
-    prompt, batch, seqs, metrics = rollout(tok, script, max_think_tokens=2)
+    prompt, batch, seqs = rollout(tok, script, max_think_tokens=2)
     forced = ids(tok, "</think>\n<answer>\n")
     completion = script[:3] + forced + script[7:]
     assert seqs[0].tokens + [seqs[0].stop_id] == completion
@@ -115,8 +107,8 @@ def test_the_calculators_tokens_get_no_target():
     tok = load_tokenizer()
     written = ids(tok, "<think>\n12+5=")  # then the calculator writes 17, whatever the policy would say
     script = written + ids(tok, "99\n</think>\n<answer>\n17\n</answer>") + [tok.im_end_id]
-    prompt, batch, seqs, metrics = rollout(tok, script, calculator=True)
-    assert seqs[0].tool_positions == [len(written)] and metrics["tool_use"] == 1.0
+    prompt, batch, seqs = rollout(tok, script, calculator=True)
+    assert seqs[0].tool_positions == [len(written)]
     assert tok.decode([seqs[0].tokens[len(written)]]) == "17"
     targets, _ = trained(batch, 0, prompt)
     expected = list(script)
@@ -128,7 +120,7 @@ def test_a_prompt_cut_by_the_decoder_is_trained_as_cut():
     tok = load_tokenizer()
     long = Problem("p:2", [{"role": "user", "content": "很长的题目。" * 400 + "12 加 5 是多少？"}], "17")
     reply = ids(tok, "<answer>\n17\n</answer>")
-    prompt, batch, seqs, metrics = rollout(tok, reply + [tok.im_end_id], problem=long)
+    prompt, batch, seqs = rollout(tok, reply + [tok.im_end_id], problem=long)
     assert len(prompt) == 512 - 24 and seqs[0].prompt == prompt  # the tiny model's 512 positions, less the reply's
     targets, inputs = trained(batch, 0, prompt)
     assert inputs[:len(prompt)] == prompt and targets == reply + [tok.im_end_id]
@@ -156,11 +148,10 @@ def test_steps_whose_groups_are_all_dropped_leave_the_weights_as_they_were(tmp_p
             return [type("Done", (), {"tokens": tok.encode(wrong), "finish": "stop", "stop_id": tok.im_end_id,
                                       "prompt": p, "tool_positions": [], "forced_positions": []})() for p in prompts]
     monkeypatch.setattr(grpo, "decode_batch", AllWrong())
-    from test_grpo import grpo_trainer
+    from test_grpo import grpo_run
     problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(4)]
-    trainer = grpo_trainer(tmp_path, problems, tok, dynamic_sampling=True, weight_decay=0.1, max_steps=2,
-                           save_interval=2)
-    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer = grpo_run(tmp_path, problems, tok, dynamic_sampling=True, weight_decay=0.1, max_steps=2, save_interval=2)
+    start = {k: v.clone() for k, v in trainer.engine.model.state_dict().items()}
     trainer.fit()
     saved = torch.load(tmp_path / "grpo.pth", weights_only=True)["model"]
     assert all(torch.equal(saved[k], start[k]) for k in start)

@@ -8,7 +8,7 @@ import torch
 
 import export
 from model import (ADAPTER_FORMAT, CheckpointError, SpongeBob, file_sha256, get_preset, load_model, read_checkpoint,
-                   save_adapter, save_model)
+                   save_adapter, save_model, token_loss)
 from model.lora import LORA_TARGETS, adapter_parameters, adapter_state, apply_lora, merge_lora, parse_targets, set_adapters
 from tokenizer import load_tokenizer
 from trainer import ConfigError, parse_config
@@ -39,14 +39,14 @@ def randomise_b(model):
 def test_a_fresh_adapter_leaves_the_output_exactly_equal():
     base = tiny()
     idx = torch.randint(0, 6400, (2, 16))
-    expected = base(idx).logits
+    expected = base(idx)
     adapted = with_lora(tiny())
-    assert torch.equal(adapted(idx).logits, expected)
+    assert torch.equal(adapted(idx), expected)
 
 
 def test_only_the_adapters_get_gradients():
     model = with_lora(tiny(), targets=("q_proj", "v_proj"))
-    model(torch.randint(0, 6400, (2, 16)), targets=torch.randint(0, 6400, (2, 16))).loss.backward()
+    token_loss(model(torch.randint(0, 6400, (2, 16))), torch.randint(0, 6400, (2, 16))).backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == {n for n, _ in model.named_parameters() if n.endswith((".lora_A", ".lora_B"))}
     assert all(n.split(".")[-2] in ("q_proj", "v_proj") for n in with_grad)
@@ -58,11 +58,11 @@ def test_merged_equals_unmerged_and_switching_off_gives_the_base():
     model = randomise_b(with_lora(tiny()))
     idx = torch.randint(0, 6400, (2, 16))
     with torch.no_grad():
-        unmerged = model(idx).logits
+        unmerged = model(idx)
         set_adapters(model, False)
-        assert torch.equal(model(idx).logits, tiny()(idx).logits)
+        assert torch.equal(model(idx), tiny()(idx))
         set_adapters(model, True)
-        merged = merge_lora(model)(idx).logits
+        merged = merge_lora(model)(idx)
     assert (merged - unmerged).abs().max() < 1e-5
     assert not any(n.endswith(("lora_A", "lora_B")) for n in model.state_dict())
 
@@ -98,7 +98,7 @@ def test_the_adapter_file_is_small_and_loads_merged(adapter_files, capsys):
     loaded, meta = load_model(root / "dpo.pth", tokenizer=tok)
     idx = torch.randint(0, 6400, (1, 12))
     with torch.no_grad():
-        assert (loaded(idx).logits - model(idx).logits).abs().max() < 1e-5
+        assert (loaded(idx) - model(idx)).abs().max() < 1e-5
     assert meta["adapter"]["rank"] == 4
 
 
@@ -130,17 +130,17 @@ def test_peft_loads_our_adapter_onto_our_hf_export(adapter_files, monkeypatch):
     prompt = tok.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True, tokenize=True)
     ids = torch.tensor([prompt])
     with torch.no_grad():
-        assert (hf(ids).logits - ours(ids).logits).abs().max() < 1e-4
+        assert (hf(ids).logits - ours(ids)).abs().max() < 1e-4
         theirs = hf.generate(ids, max_new_tokens=12, do_sample=False)[0, len(prompt):].tolist()
-    from inference.generate import SamplingConfig, generate
+    from inference.generate import generate
+    from inference.sampling import SamplingConfig
     mine = list(generate(ours, prompt, SamplingConfig(max_new_tokens=12, temperature=0)))
     assert theirs[:len(mine)] == mine and len(mine) > 0
 
 
 def lora_trainer(root, corpus, rank=0, world_size=1, dist=None, **overrides):
     from dataset.sft_dataset import SFTDataset
-    from trainer import Trainer
-    from trainer.distributed import DistInfo
+    from engine_run import Run
     values = dict(out_dir=str(root), preset="spongebob-tiny", epochs=2, batch_size=2, accumulation_steps=1,
                   learning_rate=1e-2, warmup_steps=1, log_interval=1, eval_interval=0, save_interval=3,
                   max_seq_len=256, device="cpu", dtype="float32", keep_last=5)
@@ -150,8 +150,7 @@ def lora_trainer(root, corpus, rank=0, world_size=1, dist=None, **overrides):
     data = SFTDataset(corpus.train, 256, seed=1, rank=rank, world_size=world_size, packing="pack")
     base = {"path": str(root / "base.pth"), "sha256": "0" * 64, "rank": 2, "alpha": 4.0,
             "targets": ["q_proj", "down_proj"]}
-    return Trainer(cfg, model, data, None, TOK_ID, "test", torch.device("cpu"), torch.float32, dist or DistInfo(),
-                   adapter_base=base)
+    return Run(cfg, model, data, tokenizer_id=TOK_ID, dist=dist, adapter_base=base)
 
 
 def test_lora_training_resumes_exactly_and_saves_only_adapters(tmp_path):
@@ -160,17 +159,17 @@ def test_lora_training_resumes_exactly_and_saves_only_adapters(tmp_path):
     corpus = pretokenize_chat([chat_rows_file(tmp_path)], load_tokenizer(), 256, val_fraction=0.0,
                               cache_root=tmp_path / "cache", show_progress=False)
     full = lora_trainer(tmp_path / "full", corpus)
-    before = {k: v.clone() for k, v in full.model.state_dict().items() if not k.endswith(("lora_A", "lora_B"))}
+    before = {k: v.clone() for k, v in full.engine.model.state_dict().items() if not k.endswith(("lora_A", "lora_B"))}
     full.fit()
-    after = full.model.state_dict()
+    after = full.engine.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the base never moved
     assert read_checkpoint(tmp_path / "full" / "test.pth")["format"] == ADAPTER_FORMAT
     cut = lora_trainer(tmp_path / "cut", corpus)
-    cut.train_data = CrashAt(cut.train_data, 5)  # dies inside step 5; the last state is step 3
+    cut.data.train = CrashAt(cut.data.train, 5)  # dies inside step 5; the last state is step 3
     with pytest.raises(Crash):
         cut.fit()
     resumed = lora_trainer(tmp_path / "cut", corpus, resume=True)
-    assert resumed.step == 3
+    assert resumed.engine.step == 3
     resumed.fit()
-    a, b = full.model.state_dict(), resumed.model.state_dict()
+    a, b = full.engine.model.state_dict(), resumed.engine.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

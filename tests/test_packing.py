@@ -12,13 +12,14 @@ import torch.multiprocessing as mp
 from dataset.packing import grouped_batches, pack_rows, round_width
 from dataset.sft_dataset import SFTDataset
 from dataset.sft_tokenize import pretokenize_chat
-from model import IGNORE_INDEX, SpongeBob, get_preset
+from model import IGNORE_INDEX, SpongeBob, get_preset, token_loss
 from model.masks import document_mask, positions_in_document
 from test_ddp import free_port
 from tokenizer import load_tokenizer
-from trainer import Trainer, parse_config
+from engine_run import Run
+from trainer import parse_config
 from trainer.distributed import DistInfo, init_distributed, shutdown
-from trainer.step import loss_normaliser
+from trainer.engine import loss_normaliser
 from distill import TeacherLoss, reasoning_weights
 
 
@@ -117,13 +118,13 @@ def test_packed_logits_equal_each_conversation_alone(corpus, flex):
     batch = next(data.batches(2, epoch=0))
     mask = document_mask(batch["doc_ids"], flex=flex)
     with torch.no_grad():
-        packed = model(batch["input_ids"], position_ids=batch["position_ids"], attn_mask=mask).logits
+        packed = model(batch["input_ids"], position_ids=batch["position_ids"], attn_mask=mask)
         checked = 0
         for r, row_docs in enumerate(data._epoch_rows(2, 0)[0]):
             at = 0
             for doc in row_docs:
                 inputs, _, _ = data.conversation(int(doc))
-                alone = model(inputs[None]).logits[0]
+                alone = model(inputs[None])[0]
                 assert (packed[r, at:at + len(inputs)] - alone).abs().max() < 1e-5
                 at += len(inputs)
                 checked += 1
@@ -147,11 +148,9 @@ def test_a_packed_batch_and_the_padded_batch_give_the_same_loss_and_gradients(co
     padded = SFTDataset(corpus.train, 256, packing="none", weigh=weigh)._padded(docs)
     model = tiny_model()
     mask = document_mask(packed["doc_ids"], flex=False)
-    loss_packed = model(packed["input_ids"], targets=packed["targets"], loss_weight=packed.get("loss_weight"),
-                        position_ids=packed["position_ids"], attn_mask=mask, reduction="sum",
-                        return_logits=False).loss
-    loss_padded = model(padded["input_ids"], targets=padded["targets"], loss_weight=padded.get("loss_weight"),
-                        reduction="sum").loss
+    loss_packed = token_loss(model(packed["input_ids"], position_ids=packed["position_ids"], attn_mask=mask),
+                             packed["targets"], packed.get("loss_weight"), reduction="sum")
+    loss_padded = token_loss(model(padded["input_ids"]), padded["targets"], padded.get("loss_weight"), reduction="sum")
     assert torch.allclose(loss_packed, loss_padded, rtol=1e-5)
     assert torch.isclose(loss_normaliser(packed), loss_normaliser(padded))
     for a, b in zip(grads_of(model, loss_packed), grads_of(model, loss_padded)):
@@ -165,9 +164,9 @@ def test_distillation_from_a_teacher_is_the_same_packed_or_padded(corpus):
     padded = SFTDataset(corpus.train, 256, packing="none")._padded(np.concatenate(rows))
     packed["attn_mask"] = document_mask(packed.pop("doc_ids"), flex=False)
     student, kd = tiny_model(0).train(), TeacherLoss(tiny_model(1), alpha=0.7, temperature=2.0)
-    logits = student(packed["input_ids"], position_ids=packed["position_ids"], attn_mask=packed["attn_mask"]).logits
+    logits = student(packed["input_ids"], position_ids=packed["position_ids"], attn_mask=packed["attn_mask"])
     loss_packed = kd(logits, packed)
-    loss_padded = kd(student(padded["input_ids"]).logits, padded)
+    loss_padded = kd(student(padded["input_ids"]), padded)
     assert torch.allclose(loss_packed, loss_padded, rtol=1e-5)
     for a, b in zip(grads_of(student, loss_packed), grads_of(student, loss_padded)):
         assert torch.allclose(a, b, atol=1e-5)
@@ -183,8 +182,7 @@ def trainer_for(tmp_path, corpus, packing, rank=0, world_size=1, dist=None, **ov
     cfg = parse_config([], "test", stage_defaults=values)
     torch.manual_seed(0)
     data = SFTDataset(corpus.train, 256, seed=1, rank=rank, world_size=world_size, packing=packing)
-    return Trainer(cfg, SpongeBob(get_preset("spongebob-tiny")), data, None, {"vocab_size": 6400}, "test",
-                   torch.device("cpu"), torch.float32, dist or DistInfo())
+    return Run(cfg, SpongeBob(get_preset("spongebob-tiny")), data, tokenizer_id={"vocab_size": 6400}, dist=dist)
 
 
 class Crash(Exception):
@@ -213,13 +211,13 @@ def test_resume_is_bit_exact(tmp_path, corpus, packing):
     full = trainer_for(tmp_path / "full", corpus, packing)
     full.fit()
     cut = trainer_for(tmp_path / "cut", corpus, packing)
-    cut.train_data = CrashAt(cut.train_data, 9)  # dies inside step 5; the last state is step 3
+    cut.data.train = CrashAt(cut.data.train, 9)  # dies inside step 5; the last state is step 3
     with pytest.raises(Crash):
         cut.fit()
     resumed = trainer_for(tmp_path / "cut", corpus, packing, resume=True)
-    assert resumed.step == 3
+    assert resumed.engine.step == 3
     resumed.fit()
-    a, b = full.model.state_dict(), resumed.model.state_dict()
+    a, b = full.engine.model.state_dict(), resumed.engine.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

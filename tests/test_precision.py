@@ -59,7 +59,7 @@ def test_the_flop_count_by_hand():
 
 def inf_gradient_at(trainer, bad_steps):
     """Make the embedding's gradient inf on the given steps while the loss stays finite."""
-    param = trainer.model.embed.weight
+    param = trainer.engine.model.embed.weight
     calls = {"n": 0}
 
     def hook(grad):
@@ -72,27 +72,25 @@ def inf_gradient_at(trainer, bad_steps):
 def test_an_inf_gradient_under_bf16_skips_one_update_and_never_poisons_the_weights(tmp_path):
     t = make_trainer(tmp_path, SyntheticRows(n_rows=8), batch_size=4, epochs=2, skip_nonfinite=True,
                      dtype="bfloat16", save_interval=1)
-    t.dtype = torch.bfloat16
     inf_gradient_at(t, {2})
     snapshots = []
-    step = t.optimizer.step
+    step = t.engine.optimizer.step
 
     def record(*args, **kwargs):
         out = step(*args, **kwargs)
         snapshots.append(weights(t))
         return out
 
-    t.optimizer.step = record
+    t.engine.optimizer.step = record
     t.fit()
-    assert t.skipped_nonfinite == 1 and t.step == 4
+    assert t.engine.skipped_nonfinite == 1 and t.engine.step == 4
     assert all(torch.equal(snapshots[0][k], snapshots[1][k]) for k in snapshots[0])  # step 2 changed nothing
     assert not all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])  # step 3 trained again
     assert all(torch.isfinite(v).all() for v in weights(t).values())
 
 
 def test_an_inf_gradient_stops_the_run_without_skip_nonfinite(tmp_path):
-    t = make_trainer(tmp_path, SyntheticRows(n_rows=8), batch_size=4, epochs=2)
-    t.dtype = torch.bfloat16
+    t = make_trainer(tmp_path, SyntheticRows(n_rows=8), batch_size=4, epochs=2, dtype="bfloat16")
     inf_gradient_at(t, {1})
     with pytest.raises(TrainingError, match=r"gradient norm is (inf|nan) at step 1 \(lr 0.005\)"):
         t.fit()

@@ -14,7 +14,7 @@ import pytest
 from dataset import pretokenize as pt
 from dataset.pretokenize import DataError, load_tokenized, pretokenize
 from dataset.pretrain_dataset import PretrainDataset
-from dataset.readers import iter_texts
+from dataset.text_fields import iter_texts
 from tokenizer import load_tokenizer
 
 DOCS = ["你好，世界。这是第一篇文档。", "Second document, in English.\nWith two lines.",

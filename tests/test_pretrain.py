@@ -14,6 +14,7 @@ import torch
 import pretrain
 from model import SpongeBob, get_preset, read_checkpoint, save_model
 from trainer import parse_config, run_stage
+from trainer.loop import fit
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "spongebob-tiny", "--max_seq_len", "32", "--batch_size", "4", "--accumulation_steps", "2",
@@ -90,7 +91,7 @@ def run_inline(argv, tmp_path, monkeypatch, capsys):
     tiny = TINY[2:] if "--init" in argv else TINY  # with --init the shape is the checkpoint's: no --preset
     cfg = parse_config([*tiny, "--max_steps", "1", *argv], "test", pretrain.REFERENCE, pretrain.DEMO)
     with pytest.raises(SystemExit) as exit_info:
-        run_stage(cfg, "pretrain", pretrain.build_data)
+        run_stage(cfg, "pretrain", pretrain.build_data, fit)
     err = capsys.readouterr().err.strip().splitlines()
     return exit_info.value.code, err[-1] if err else ""
 
@@ -119,7 +120,7 @@ def test_skip_bad_counts_and_trains(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     cfg = parse_config([*TINY, "--max_steps", "1", "--data_path", str(good), "--skip_bad"], "t",
                        pretrain.REFERENCE, pretrain.DEMO)
-    run_stage(cfg, "pretrain", pretrain.build_data)
+    run_stage(cfg, "pretrain", pretrain.build_data, fit)
     out = capsys.readouterr().out
     assert "skipped 2 bad records" in out and "not valid JSON" in out and "no usable text field" in out
 
@@ -143,12 +144,12 @@ def test_resume_without_state_and_unwritable_out_dir(tmp_path, monkeypatch, caps
 
 
 def test_out_of_memory_says_which_flags_to_lower(tmp_path, monkeypatch, capsys):
-    from trainer.engine import Trainer
+    from trainer.engine import Engine
 
     def no_memory(self, *args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(Trainer, "train_step", no_memory)
+    monkeypatch.setattr(Engine, "backward", no_memory)
     data = write_corpus(tmp_path / "c.jsonl", n_docs=30)
     code, last = run_inline(["--data_path", str(data)], tmp_path, monkeypatch, capsys)
     assert code == 1 and "out of memory at --batch_size 4" in last and "--accumulation_steps" in last
@@ -168,5 +169,5 @@ def test_wandb_logs_offline_with_no_network_or_account(tmp_path, monkeypatch, ca
     monkeypatch.chdir(tmp_path)
     cfg = parse_config([*TINY, "--max_steps", "2", "--data_path", str(data), "--use_wandb"], "t",
                        pretrain.REFERENCE, pretrain.DEMO)
-    run_stage(cfg, "pretrain", pretrain.build_data)
+    run_stage(cfg, "pretrain", pretrain.build_data, fit)
     assert list((tmp_path / "out" / "pretrain" / "wandb").glob("offline-run-*"))

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dataset import readers
-from dataset.readers import (DataError, SkipStats, expand_paths, extract_text, iter_records,
-                             iter_texts)
+from dataset.readers import DataError, SkipStats, expand_paths, iter_records
+from dataset.text_fields import extract_text, iter_texts
 
 
 def write(path: Path, text: str) -> Path:

@@ -35,7 +35,7 @@ class Bigram(torch.nn.Module):
         self.config = SimpleNamespace(max_position_embeddings=context)
 
     def forward(self, x):
-        return SimpleNamespace(logits=self.table[x])
+        return self.table[x]
 
 
 UNIFORM = [0.25] * 4
@@ -266,7 +266,7 @@ def test_text_and_choices_are_scored_within_the_length_the_model_was_trained_on(
     text = "海绵宝宝住在菠萝屋里。派大星住在石头下面。章鱼哥住在复活节岛石像里。"
     ids = [tok.endoftext_id] + tok.encode(text)
     assert len(ids) > 9
-    by_hand = sum(-torch.log_softmax(model(torch.tensor([w[:-1]])).logits[0].float(), -1)[
+    by_hand = sum(-torch.log_softmax(model(torch.tensor([w[:-1]]))[0].float(), -1)[
         torch.arange(len(w) - 1), torch.tensor(w[1:])].sum().item() for w in
         [ids[i:i + 9] for i in range(0, len(ids) - 1, 8)]) / (math.log(2) * len(text.encode()))
     assert by_hand != pytest.approx(bits_per_byte(model, [ids], len(text.encode()), 512))  # the cut matters

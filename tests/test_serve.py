@@ -23,7 +23,8 @@ openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
 import serve  # noqa: E402
-from inference.generate import SamplingConfig, generate  # noqa: E402
+from inference.generate import generate  # noqa: E402
+from inference.sampling import SamplingConfig  # noqa: E402
 from model import SpongeBob, get_preset, load_model, save_model  # noqa: E402
 from serving import Engine, ServerSettings, create_app  # noqa: E402
 from serving.app import build_request  # noqa: E402

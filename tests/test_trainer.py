@@ -5,14 +5,11 @@ import math
 import pytest
 import torch
 
-from model import SpongeBob, get_preset
+from engine_run import Run
+from model import SpongeBob, get_preset, token_loss
 from synthetic_data import SyntheticRows
-from model import token_loss
-from trainer import ConfigError, Trainer, TrainingError, parse_config
-from trainer.distributed import DistInfo
-from trainer.schedule import lr_at
-
-TOKENIZER_ID = {"vocab_size": 6400, "sha256": "test"}
+from trainer import ConfigError, StageLoss, TrainingError, parse_config
+from trainer.optim import lr_at
 
 
 def make_trainer(tmp_path, data, val=None, model=None, **overrides):
@@ -24,11 +21,21 @@ def make_trainer(tmp_path, data, val=None, model=None, **overrides):
     if model is None:
         torch.manual_seed(0)
         model = SpongeBob(get_preset("spongebob-tiny"))
-    return Trainer(cfg, model, data, val, TOKENIZER_ID, "test", torch.device("cpu"), torch.float32, DistInfo())
+    return Run(cfg, model, data, val)
 
 
-def weights(trainer):
-    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+class Loss(StageLoss):
+    """A test's own loss function as a stage's loss."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, logits, batch):
+        return self.fn(logits, batch)
+
+
+def weights(run):
+    return {k: v.clone() for k, v in run.engine.model.state_dict().items()}
 
 
 def assert_same_weights(a, b, atol):
@@ -36,16 +43,16 @@ def assert_same_weights(a, b, atol):
         assert torch.allclose(a[k], b[k], atol=atol, rtol=0), f"{k}: max diff {(a[k] - b[k]).abs().max()}"
 
 
-def run_capturing_grads(trainer):
+def run_capturing_grads(run):
     """fit(), recording the accumulated gradient handed to each optimizer update."""
-    grads, step = [], trainer.optimizer.step
+    grads, step = [], run.engine.optimizer.step
 
     def capture(*args, **kwargs):
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).clone())
+        grads.append(torch.cat([p.grad.flatten() for p in run.engine.model.parameters()]).clone())
         return step(*args, **kwargs)
 
-    trainer.optimizer.step = capture
-    trainer.fit()
+    run.engine.optimizer.step = capture
+    run.fit()
     return grads
 
 
@@ -58,7 +65,7 @@ def test_accumulation_gives_the_same_update_as_one_big_batch(tmp_path, with_weig
         data = SyntheticRows(n_rows=12, weights=with_weights)
         t = make_trainer(tmp_path / f"{batch_size}x{accum}", data, batch_size=batch_size,
                          accumulation_steps=accum, epochs=1, learning_rate=1e-3, grad_clip=0)
-        assert t.total_steps == 3
+        assert t.engine.total_steps == 3
         grads.append(run_capturing_grads(t))
         final.append(weights(t))
     for other in (1, 2):
@@ -80,7 +87,7 @@ def test_per_micro_batch_averaging_would_fail_that_test(tmp_path):
     total = float((SyntheticRows(n_rows=8).targets != -100).sum())
     naive = make_trainer(tmp_path / "naive", SyntheticRows(n_rows=8), batch_size=2, accumulation_steps=4,
                          epochs=1, grad_clip=0)
-    naive.loss_fn = lambda logits, batch: token_loss(logits, batch["targets"]) / 4 * total
+    naive.loss_fn = Loss(lambda logits, batch: token_loss(logits, batch["targets"]) / 4 * total)
     g_naive = run_capturing_grads(naive)[0]
     relative = ((g_naive - g_big).norm() / g_big.norm()).item()
     assert relative > 0.02, relative
@@ -113,12 +120,12 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
     crashing = make_trainer(tmp_path / "cut", CrashingRows(crash_at_batch=10, n_rows=10), **common)
     with pytest.raises(Crash):
         crashing.fit()
-    assert crashing.step == 5  # died inside step 6 (epoch 1); the last state is step 4
+    assert crashing.engine.step == 5  # died inside step 6 (epoch 1); the last state is step 4
 
     torch.manual_seed(1234)  # a different global RNG must not matter: resume restores it
     resumed = make_trainer(tmp_path / "cut", SyntheticRows(n_rows=10), model=SpongeBob(get_preset("spongebob-tiny")),
                            resume=True, **common)
-    assert resumed.step == 4
+    assert resumed.engine.step == 4
     resumed.fit()
     a, b = weights(full), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -140,7 +147,7 @@ def test_resume_without_state_says_so(tmp_path):
 
 def test_nonfinite_loss_stops_with_step_lr_and_checkpoint(tmp_path):
     t = make_trainer(tmp_path, SyntheticRows())
-    t.loss_fn = lambda logits, batch: logits.float().sum() * float("nan")
+    t.loss_fn = Loss(lambda logits, batch: logits.float().sum() * float("nan"))
     with pytest.raises(TrainingError, match=r"loss is nan at step 1 \(lr 0.005\); last good checkpoint: none"):
         t.fit()
 
@@ -148,9 +155,9 @@ def test_nonfinite_loss_stops_with_step_lr_and_checkpoint(tmp_path):
 def test_skip_nonfinite_counts_and_goes_on(tmp_path):
     t = make_trainer(tmp_path, SyntheticRows(), skip_nonfinite=True, max_steps=3)
     before = weights(t)
-    t.loss_fn = lambda logits, batch: logits.float().sum() * float("inf")
+    t.loss_fn = Loss(lambda logits, batch: logits.float().sum() * float("inf"))
     t.fit()
-    assert t.skipped_nonfinite == 3 and t.step == 3
+    assert t.engine.skipped_nonfinite == 3 and t.engine.step == 3
     assert_same_weights(before, weights(t), atol=0)
 
 
@@ -208,14 +215,13 @@ def test_metrics_rows_and_milestones(tmp_path):
 
 def test_validation_time_is_not_counted_as_training_throughput(tmp_path):
     import time
-    from trainer.contract import Validator
 
-    class SlowValidation(Validator):
-        def evaluate(self, model, device, dtype):
+    class SlowValidation(SyntheticRows):
+        def batches(self, batch_size, epoch, start=0):
             time.sleep(0.5)
-            return {"val_accuracy": 0.0}
-    t = make_trainer(tmp_path, SyntheticRows(), max_steps=3, eval_interval=1, log_interval=1)
-    t.val_data = SlowValidation()
+            yield from super().batches(batch_size, epoch, start)
+    t = make_trainer(tmp_path, SyntheticRows(), val=SlowValidation(n_rows=4), max_steps=3, eval_interval=1,
+                     log_interval=1)
     t.fit()
     rows = [json.loads(line) for line in (tmp_path / "test" / "metrics.jsonl").read_text().splitlines()]
     tokens_per_step = rows[0]["tokens"]
@@ -228,10 +234,11 @@ def test_validation_does_no_backward_work(tmp_path):
     """A validation pass costs one forward: 2 FLOPs per matmul parameter per token (the embedding is
     a lookup). The chunked training loss did its backward matmuls in the forward, validation too."""
     from torch.utils.flop_counter import FlopCounterMode
+    from trainer.loop import CrossEntropy, validation_loss
     val = SyntheticRows(n_rows=8)
     t = make_trainer(tmp_path, SyntheticRows(), val=val, batch_size=4, eval_batches=2)
-    matmul_params = sum(m.weight.numel() for m in t.model.modules() if isinstance(m, torch.nn.Linear))
+    matmul_params = sum(m.weight.numel() for m in t.engine.model.modules() if isinstance(m, torch.nn.Linear))
     with FlopCounterMode(display=False) as counter:
-        t.evaluate()
+        validation_loss(t.engine, val, CrossEntropy())
     tokens = 8 * 16  # both batches of 4 rows of 16 (SDPA's own FLOPs are not counted on a CPU)
     assert counter.get_total_flops() == 2 * matmul_params * tokens

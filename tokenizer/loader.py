@@ -2,7 +2,8 @@
 
 No transformers here: training, data preparation and inference only need the
 Rust tokenizers library. The same directory also loads with
-transformers.AutoTokenizer (see hf_format.py), which the tests use as an oracle.
+transformers.AutoTokenizer, which the tests use as an oracle; hf_format.write_hf_dir(tok.json_text, dir)
+writes a copy of it (export.py does, beside an exported model).
 """
 
 import hashlib
@@ -12,7 +13,6 @@ from typing import Sequence
 from tokenizers import Tokenizer
 
 from .chat_template import render_chat
-from .hf_format import write_hf_dir
 from .specials import ANSWER, ANSWER_END, ENDOFTEXT, IM_END, IM_START, SPECIAL_TOKENS, THINK, THINK_END
 
 # The shipped tokenizer lives next to this file.
@@ -31,7 +31,7 @@ class SpongeTokenizer:
         self.json_path = json_path
         self.path = json_path.parent  # the tokenizer directory
         self._sha256 = hashlib.sha256(json_bytes).hexdigest()
-        self._json_text = json_bytes.decode("utf-8")
+        self.json_text = json_bytes.decode("utf-8")  # byte for byte, for exports (hf_format.write_hf_dir)
         # Every id the tokenizer can emit: the embedding table needs exactly this many rows.
         self.vocab_size: int = tokenizer.get_vocab_size(with_added_tokens=True)
         ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
@@ -97,9 +97,6 @@ class SpongeTokenizer:
             return self.identity()
         return {**self.identity(), "dir": str(self.path.resolve())}
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write this tokenizer as a Hugging Face directory (tokenizer.json kept byte for byte)."""
-        return write_hf_dir(self._json_text, out_dir)
 
 
 def _check_special_tokens(tokenizer: Tokenizer, json_path: Path) -> None:

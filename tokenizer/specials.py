@@ -6,12 +6,12 @@ are still matched as single tokens inside any text, but they are *not* marked
 special, so they stay visible in decoded output (a reasoning model's answer is
 unreadable without them).
 """
-from common.reasoning import ANSWER, ANSWER_END, THINK, THINK_END
+from common.tags import ANSWER, ANSWER_END, THINK, THINK_END
 
 ENDOFTEXT = "<|endoftext|>"  # id 0: padding and document separator
 IM_START = "<|im_start|>"  # id 1: opens a chat turn (bos)
 IM_END = "<|im_end|>"  # id 2: closes a chat turn (eos)
-# ids 3, 4, 5, 6: <think> </think> <answer> </answer>, whose strings the reasoning format defines.
+# ids 3, 4, 5, 6: <think> </think> <answer> </answer> (common/tags.py: the reasoning format reads them too).
 
 CONTROL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END)
 REASONING_TAGS: tuple[str, ...] = (THINK, THINK_END, ANSWER, ANSWER_END)

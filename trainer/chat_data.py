@@ -9,35 +9,27 @@ from dataclasses import dataclass
 
 from common.stages import stage
 from dataset.demo import ensure_demo_corpus
+from dataset.packing import PACKING_MODES
 from dataset.sft_dataset import SFTDataset, Weigh
-from dataset.sft_tokenize import describe_chat, pretokenize_chat
+from dataset.sft_tokenize import TRUNCATION_POLICIES, describe_chat, pretokenize_chat
 from tokenizer import SpongeTokenizer
 
-from dataset.packing import PACKING_MODES
-from model.lora import parse_targets
-
-from .config import TrainConfig, at_least, one_of, option, parses, within
+from .config import one_of, option
 from .distributed import DistInfo
-from .run import StageData
+from .finetune import FinetuneConfig
+from .stage import StageData
 
 
 @dataclass
-class ChatConfig(TrainConfig):
-    """The options of the fine-tuning stages (sft, sft_long, distill, dpo, grpo)."""
+class ChatConfig(FinetuneConfig):
+    """The options of the stages trained on chat rows (sft, sft_long, distill, dpo)."""
     # pack by default: never far behind group and far ahead on short chats (bench/RESULTS.md, "SFT layouts").
     packing: str = option("pack", "chat rows: pack (whole conversations packed into rows of --max_seq_len, each "
                                   "attending only to itself), group (one per row, batches of similar lengths) or "
                                   "none (one per row, padded to the longest of a random batch)",
                           check=one_of(*PACKING_MODES))
-    # LoRA, with LLaMA-Factory's names (model/lora.py)
-    lora_rank: int = option(0, "LoRA rank: train low-rank adapters on frozen weights; 0 = full fine-tuning",
-                            check=at_least(0))
-    lora_alpha: float = option(0.0, "LoRA scale numerator (updates are scaled alpha / rank); 0 = 2 x --lora_rank",
-                               check=at_least(0))
-    lora_dropout: float = option(0.0, "dropout on the adapters' input", check=within(0, 1))
-    lora_target: str = option("all", "layers that get adapters: a comma list of q_proj,k_proj,v_proj,o_proj,"
-                                     "gate_proj,up_proj,down_proj, or all",
-                            check=parses(parse_targets, "lora_target"))
+    truncation: str = option("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)",
+                             check=one_of(*TRUNCATION_POLICIES))
 
 
 def chat_data(cfg: ChatConfig, tok: SpongeTokenizer, dist: DistInfo, stage_name: str,

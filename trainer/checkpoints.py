@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-
-import time
 
 import torch
 
@@ -28,30 +25,16 @@ STATE_FORMAT = "spongebob-train-state-v1"
 _STATE_NAME = re.compile(r"^step_(\d+)\.pt$")
 
 
-@dataclass(frozen=True)
 class RunPaths:
-    out_dir: Path
-    stage: str
+    """Where one stage's files go under --out_dir (the table above)."""
 
-    @property
-    def weights(self) -> Path:
-        return self.out_dir / f"{self.stage}.pth"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.out_dir / self.stage
-
-    @property
-    def state_dir(self) -> Path:
-        return self.run_dir / "state"
-
-    @property
-    def metrics(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
-
-    @property
-    def config(self) -> Path:
-        return self.run_dir / "config.json"
+    def __init__(self, out_dir: Path, stage: str):
+        self.out_dir, self.stage = Path(out_dir), stage
+        self.weights = self.out_dir / f"{stage}.pth"
+        self.run_dir = self.out_dir / stage
+        self.state_dir = self.run_dir / "state"
+        self.metrics = self.run_dir / "metrics.jsonl"
+        self.config = self.run_dir / "config.json"
 
     def milestone(self, epoch: float) -> Path:
         return self.run_dir / "milestones" / f"{self.stage}_epoch{epoch:g}.pth"
@@ -91,28 +74,17 @@ def save_state(paths: RunPaths, step: int, state: dict, keep_last: int) -> Path:
     return target
 
 
-def peek_latest_state(paths: RunPaths) -> dict | None:
-    """The newest state's config, world size and step, read without loading its tensors (mmap)."""
+def latest_state(paths: RunPaths, peek: bool = False) -> dict | None:
+    """The newest readable state, or None. An unreadable newest file (it cannot be half-written, but
+    a disk can fail) falls back to the one before it. peek: only its config, world size and step,
+    read without loading its tensors (mmap)."""
     for _, path in reversed(list_states(paths)):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # the full load reports it
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=peek)
+        except Exception as e:  # corrupt file: say so (the full load) and try the previous one
+            if not peek:
+                print(f"warning: cannot read {path} ({type(e).__name__}); trying an older state")
             continue
         if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
-            return {k: state[k] for k in ("config", "world_size", "step")}
-    return None
-
-
-def load_latest_state(paths: RunPaths) -> dict | None:
-    """The newest readable state, or None. An unreadable newest file (it cannot
-    be half-written, but a disk can fail) falls back to the one before it."""
-    for _, path in reversed(list_states(paths)):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # corrupt file: say so and try the previous one
-            print(f"warning: cannot read {path} ({type(e).__name__}); trying an older state")
-            continue
-        if isinstance(state, dict) and state.get("format") == STATE_FORMAT:
-            state["path"] = str(path)
-            return state
+            return {k: state[k] for k in ("config", "world_size", "step")} if peek else {**state, "path": str(path)}
     return None

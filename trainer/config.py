@@ -1,13 +1,15 @@
 """TrainConfig: every knob of the training engine, and how it is set.
 
-Precedence, lowest to highest:
-    TrainConfig defaults < the stage's defaults < the demo profile (built-in data)
-    < --config file.yaml|.json < command-line flags
-The flags are built from the dataclass fields, so a field, its flag, its help
-string and its config-file key are one thing. Names follow MiniMind/SpongeBob
-(--batch_size, --learning_rate, --accumulation_steps, ...). A stage with knobs
-of its own (distill.py) subclasses TrainConfig, and its fields become flags the
-same way, shown only by that stage's --help.
+Each field is declared once, with option(): its default, its --help text, its check and what
+--resume asks of it. The field is the flag (--name) and the config-file key; its kind (int,
+float, str, bool, a list) is its default's. Where values come from, lowest to highest:
+
+    TrainConfig's defaults < the stage's REFERENCE < its DEMO (only without --data_path)
+    < --config file.yaml|.json < the flags given
+
+Names follow MiniMind/SpongeBob (--batch_size, --learning_rate, --accumulation_steps, ...). A stage
+with knobs of its own (distill.py) subclasses TrainConfig; its fields become flags the same way,
+shown only by that stage's --help.
 """
 from __future__ import annotations
 
@@ -21,15 +23,14 @@ from typing import Any
 
 from common.cli import OneLineParser, suggest
 from common.device import DTYPES, trains_in_fp32_on_cpu
-from dataset.chat_formats import CHAT_FORMATS
-from dataset.sft_tokenize import TRUNCATION_POLICIES
 from .memory import Footprint
 
 
 Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it, or None
 
 
-def option(default: Any, help: str, *, check: Check | None = None, resume: str = "match") -> Any:
+def option(default: Any, help: str, *, check: Check | None = None, resume: str = "match",
+           kind: str | None = None) -> Any:
     """A config field that is also a flag: its --help text, its check, and what --resume asks of it.
 
     check   value -> None when fine, else the problem ("must be at least 1"); the error
@@ -39,10 +40,13 @@ def option(default: Any, help: str, *, check: Check | None = None, resume: str =
             resumed run must have the saved one (this is the default: a new field is
             safe until someone decides otherwise); "free": it may change (logging,
             saving, device); "grow": it may only grow (--max_steps extends a run).
+    kind    int, float, str, bool or list (of strings), read from the default; "floats" is a
+            comma-separated list of numbers, "bool?" a bool that may stay unset (None).
     """
     if resume not in ("match", "free", "grow"):
         raise ValueError(f"resume={resume!r}: choose match, free or grow")
-    meta = {"help": help, "check": check, "resume": resume}
+    kind = kind or {bool: "bool", int: "int", float: "float", str: "str", list: "list"}[type(default)]
+    meta = {"help": help, "check": check, "resume": resume, "kind": kind}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -98,10 +102,6 @@ class TrainConfig:
     text_field: str = option("", "JSON/CSV field holding the text; empty = detect it")
     skip_bad: bool = option(False, "skip malformed records and report counts instead of stopping at the first",
                             resume="free")
-    data_format: str = option("", "chat data format: minimind, sharegpt, openai, alpaca or qa; empty = detect it",
-                              check=one_of(*CHAT_FORMATS, empty=True))
-    truncation: str = option("drop", "chat data longer than --max_seq_len: drop it, or truncate it (may cut a reply)",
-                             check=one_of(*TRUNCATION_POLICIES))
     val_fraction: float = option(0.01, "fraction of documents held out for validation loss", check=within(0, 1))
     max_seq_len: int = option(512, "tokens per training row", check=at_least(1))
     tokenizer_dir: str = option("", "a tokenizer directory (train_tokenizer.py's output); empty = the one --init "
@@ -123,7 +123,7 @@ class TrainConfig:
     max_position_embeddings: int = option(0, "from scratch: longest context the model supports (0 = the preset's)",
                                           check=at_least(0))
     tie_word_embeddings: bool | None = option(None, "from scratch: share the embedding with the output head "
-                                                    "(unset = the preset's)")
+                                                    "(unset = the preset's)", kind="bool?")
     # schedule
     epochs: int = option(2, "passes over the training data", check=at_least(1))
     max_steps: int = option(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap); with "
@@ -145,19 +145,20 @@ class TrainConfig:
     dtype: str = option("auto", "float32, bfloat16, float16 or auto: bf16 on GPUs with compute capability >= 8.0, "
                                 "fp16 with loss scaling on older ones; bf16 on CPUs with native bf16 (AVX512-BF16, "
                                 "AMX, Arm BF16), else fp32", check=one_of("auto", *DTYPES), resume="free")
-    compile: bool | None = option(None, "torch.compile the model and its loss (unset: on for CUDA GPUs, off "
-                                        "elsewhere)", resume="free")
+    compile: bool | None = option(None, "torch.compile the model (unset: on for CUDA GPUs, off elsewhere)",
+                                  resume="free", kind="bool?")
     seed: int = option(42, "seed for initialisation and data order")
     # checkpoints and logs
     out_dir: str = option("out", "where weights (<stage>.pth) and the run folder (<stage>/) go", resume="free")
     save_interval: int = option(500, "save weights and resumable state every N optimizer steps", check=at_least(1),
                                 resume="free")
     keep_last: int = option(3, "resumable states to keep (older ones are deleted)", check=at_least(1), resume="free")
-    save_at_epochs: list[float] = option([], "extra weight milestones at these epochs, e.g. 0.5,1.5", resume="free")
+    save_at_epochs: list[float] = option([], "extra weight milestones at these epochs, e.g. 0.5,1.5", resume="free",
+                                         kind="floats")
     resume: bool = option(False, "continue exactly from the newest saved state in <out_dir>/<stage>/state",
                           resume="free")
-    overwrite: bool = option(False, "start afresh in an --out_dir that holds another run of this stage: its "
-                                    "states are moved aside to <stage>/previous-<time>/, never deleted",
+    overwrite: bool = option(False, "start afresh in an --out_dir that holds another run of this stage: that run "
+                                    "is moved aside to <out_dir>/<stage>.previous-<time>/, never deleted",
                              resume="free")
     log_interval: int = option(10, "write a metrics row every N optimizer steps", check=at_least(1), resume="free")
     eval_interval: int = option(200, "measure validation loss every N optimizer steps (0 = only at the end)",
@@ -232,47 +233,40 @@ def build_parser(description: str, defaults: dict[str, Any] | None = None,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults, demo_defaults = defaults or {}, demo_defaults or {}
     for f in fields(config_cls):
-        flag, help_text = f"--{f.name}", f.metadata["help"]
-        kind = _kind(f)
+        flag, help_text, kind = f"--{f.name}", f.metadata["help"], f.metadata["kind"]
         if f.name != "config":
             default = defaults.get(f.name, field_default(f.name, config_cls))
             help_text += f" (default: {_shown(default)}"
             if f.name in demo_defaults and demo_defaults[f.name] != default:
                 help_text += f"; demo: {_shown(demo_defaults[f.name])}"
             help_text = help_text.replace("%", "%%") + ")"
-        if kind in ("bool", "bool | None"):
+        if kind in ("bool", "bool?"):
             # `--use_wandb` alone means true; `--use_wandb false` turns it off
             # (the reference's type=bool flag could never be switched off).
             parser.add_argument(flag, nargs="?", const=True, type=_parse_bool, help=help_text)
-        elif kind == "list[str]":
+        elif kind == "list":
             parser.add_argument(flag, nargs="+", help=help_text)
-        elif kind == "list[float]":
+        elif kind == "floats":
             parser.add_argument(flag, type=_parse_floats, help=help_text + " (comma-separated)")
         else:
             parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), help=help_text)
     return parser
 
 
-def _kind(f: Any) -> str:
-    # Annotations are strings here (postponed evaluation) but real types in a
-    # subclass from a module without it: compare them by name.
-    return f.type if isinstance(f.type, str) else str(f.type) if "[" in str(f.type) else f.type.__name__
-
-
 def _file_value_error(key: str, value: Any, kind: str) -> str | None:
     """Why a config-file value cannot be this field's, or None. YAML already typed it."""
     ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
           "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          "bool": lambda v: isinstance(v, bool), "bool | None": lambda v: v is None or isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool), "bool?": lambda v: v is None or isinstance(v, bool),
           "str": lambda v: isinstance(v, str),
-          "list[str]": lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
-          "list[float]": lambda v: isinstance(v, (str, list))}.get(kind, lambda v: True)
-    return None if ok(value) else f"{key}: expected {kind.replace(' | None', '')}, got {value!r}"
+          "list": lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+          "floats": lambda v: isinstance(v, (str, list))}[kind]
+    return None if ok(value) else f"{key}: expected {kind.rstrip('?')}, got {value!r}"
 
 
 def read_config_file(path: str, config_cls: type[TrainConfig] = TrainConfig) -> dict[str, Any]:
     """Options from a YAML or JSON file, every key and value checked, all problems in one line."""
-    kinds = {f.name: _kind(f) for f in fields(config_cls)}
+    kinds = {f.name: f.metadata["kind"] for f in fields(config_cls)}
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: config file not found")

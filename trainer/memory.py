@@ -8,7 +8,7 @@ the peak of one training step:
     weights + gradients + AdamW's two moments      16 bytes per parameter (all fp32)
   + autocast's low-precision copies of the weights  2 bytes per parameter (bf16/fp16 only)
   + activations kept for the backward pass           per token: layers x (dim + ffn) x k bytes
-  + one chunk of the loss's logits (model/loss.py)  4,096 positions (compiled: 1/16 of them) x vocab x 8 bytes
+  + the logits and the loss's fp32 copies of them     per token: vocab x LOGIT_BYTES
 
 A stage's micro-batch item may be more than one row (its Footprint): a DPO pair is two
 rows, a GRPO problem is --num_generations rows, sampled first with a KV cache of as many
@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 
 from model import ModelConfig
-from model.loss import CHUNK_POSITIONS, COMPILED_CHUNKS
 
 # Fitted to measured peaks (bench/bench_memory.py; bench/LOG.md "Memory estimate"): bytes kept for the
 # backward pass per token, per layer, per unit of (dim + ffn). Part of it stays fp32 under autocast
 # (the residual stream, the norms), hence less than half of fp32's in bf16.
 ACT_BYTES = {torch.float32: 29.0, torch.bfloat16: 23.0, torch.float16: 23.0}
+LOGIT_BYTES = {torch.float32: 12.0, torch.bfloat16: 14.0, torch.float16: 14.0}  # fitted below, with ACT_BYTES
 OVERHEAD = 400e6      # the interpreter, torch's own allocations, the tokenizer
 HEADROOM = 0.85       # use at most this share of the memory that is free
 
@@ -73,12 +73,12 @@ def estimate_peak_bytes(cfg: ModelConfig, n_params: int, batch_size: int, seq_le
     static = n_params * (16 + (2 if half else 0)) + footprint.frozen_models * n_params * (4 + (2 if half else 0))
     tokens = batch_size * footprint.rows_per_item * seq_len
     activations = tokens * cfg.n_layers * (cfg.dim + cfg.hidden_dim) * ACT_BYTES[dtype]
-    # One chunk of the loss's logits (model/loss.py): 4,096 positions eagerly, a 16th of them compiled.
-    loss_chunk = max(min(tokens, CHUNK_POSITIONS), -(-tokens // COMPILED_CHUNKS)) * cfg.vocab_size * 8
+    # The logits (in the compute dtype), their fp32 copy for the loss and its gradient (model/loss.py).
+    logits = tokens * cfg.vocab_size * LOGIT_BYTES[dtype]
     # The sampling's KV cache (fp32 keys and values, every layer), alive before the forward, not during it.
     cache = 2 * cfg.n_layers * batch_size * footprint.decode_rows_per_item * cfg.n_kv_heads * seq_len \
         * cfg.head_dim * 4
-    return static + max(activations + loss_chunk, cache) + OVERHEAD
+    return static + max(activations + logits, cache) + OVERHEAD
 
 
 # (limit file, usage file) per cgroup version; v1 keeps the memory controller in its own hierarchy.

@@ -1,4 +1,4 @@
-"""metrics.jsonl (always), wandb (optional), and loss-spike detection.
+"""metrics.jsonl (always) and wandb (optional).
 
 One JSON object per log step, so any tool (pandas, jq, a plotting script)
 can read a run without this code. Only rank 0 writes.
@@ -44,24 +44,6 @@ class MetricsLog:
     def close(self) -> None:
         if self.wandb_run is not None:
             self.wandb_run.finish()
-
-
-class SpikeDetector:
-    """Flags a loss well above its recent average (after a settling period):
-    spikes tend to precede divergence, and the seed run saw them at epoch ends."""
-
-    def __init__(self, factor: float = 1.5, beta: float = 0.95, settle_steps: int = 50):
-        self.factor, self.beta, self.settle_steps = factor, beta, settle_steps
-        self.average: float | None = None
-        self.seen = 0
-
-    def update(self, loss: float) -> bool:
-        self.seen += 1
-        spike = (self.average is not None and self.seen > self.settle_steps
-                 and loss > self.factor * self.average)
-        if not spike:  # a spike would drag the average up and hide the next one
-            self.average = loss if self.average is None else self.beta * self.average + (1 - self.beta) * loss
-        return spike
 
 
 def start_wandb(project: str, mode: str, run_dir: Path, name: str, config: dict) -> Any:

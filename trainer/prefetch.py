@@ -15,39 +15,31 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_DONE = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException):
-        self.error = error
-
-
 class Prefetcher:
-    """Iterate over source on a daemon thread, `depth` items ahead, each passed through prepare."""
+    """Iterate over source on a daemon thread, `depth` items ahead, each passed through prepare.
+    The queue carries (item, None) pairs, then (None, None) at the end or (None, error) on a failure."""
 
-    def __init__(self, source: Iterator[Any], prepare: Callable[[Any], Any] = lambda x: x, depth: int = 2):
+    def __init__(self, source: Iterator[Any], prepare: Callable[[Any], Any] | None = None, depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fill, args=(source, prepare), daemon=True,
                                         name="batch-prefetch")
         self._thread.start()
 
-    def _fill(self, source: Iterator[Any], prepare: Callable[[Any], Any]) -> None:
+    def _fill(self, source: Iterator[Any], prepare: Callable[[Any], Any] | None) -> None:
         try:
             for item in source:
                 if self._stop.is_set():
                     return
-                self._put(prepare(item))
-            self._put(_DONE)
+                self._put((item if prepare is None else prepare(item), None))
+            self._put((None, None))
         except BaseException as e:  # handed to the consumer, raised where the batch was wanted
-            self._put(_Failure(e))
+            self._put((None, e))
 
-    def _put(self, item: Any) -> None:
-        while not self._stop.is_set():
+    def _put(self, pair: tuple) -> None:
+        while not self._stop.is_set():  # a full queue is waited on, but never past close()
             try:
-                self._queue.put(item, timeout=0.1)
-                return
+                return self._queue.put(pair, timeout=0.1)
             except queue.Full:
                 continue
 
@@ -55,11 +47,11 @@ class Prefetcher:
         return self
 
     def __next__(self) -> Any:
-        item = self._queue.get()
-        if item is _DONE:
+        item, error = self._queue.get()
+        if error is not None:
+            raise error
+        if item is None:
             raise StopIteration
-        if isinstance(item, _Failure):
-            raise item.error
         return item
 
     def close(self) -> None:

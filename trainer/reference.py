@@ -15,7 +15,7 @@ import torch
 from model import SpongeBob, load_model
 from model.lora import adapter_parameters, set_adapters
 from tokenizer import SpongeTokenizer
-from .contract import Batch
+from .stage import Batch
 
 Reference = Callable[[Batch], torch.Tensor]  # batch -> logits, computed without gradients
 PACKED_INPUTS = ("position_ids", "attn_mask")
@@ -40,7 +40,7 @@ class FrozenCopy:
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> torch.Tensor:
-        return self.model(batch["input_ids"], **packed_inputs(batch)).logits
+        return self.model(batch["input_ids"], **packed_inputs(batch))
 
 
 class AdaptersOff:
@@ -53,6 +53,6 @@ class AdaptersOff:
     def __call__(self, batch: Batch) -> torch.Tensor:
         set_adapters(self.model, False)
         try:
-            return self.model(batch["input_ids"], **packed_inputs(batch)).logits
+            return self.model(batch["input_ids"], **packed_inputs(batch))
         finally:
             set_adapters(self.model, True)

@@ -1,74 +1,124 @@
-"""run_stage: everything a stage script does not need to say.
+"""train_stage: a stage script's whole main, in the same order for every stage.
 
-A stage script (pretrain.py, sft.py, ...) parses its config with its own
-defaults and hands over two things: how to build its data, and optionally its
-loss. This module does the rest in the same order for every stage: device and
-DDP setup, checks that fail fast with one line, the model (from a preset or
---init), the engine, and a clean exit.
+A stage script (pretrain.py, sft.py, ...) hands over its defaults and three things (trainer/stage.py):
+how to build its data, its loop (trainer/loop.py's fit, or its own: grpo.py) and optionally its loss.
+This module does the rest: the flags, device and DDP, the checks that fail fast with one line, the
+model (from a preset or --init), the memory plan, the engine, the loop, and a clean exit with one line
+for every user error.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from common.cli import shown_path
 from common.device import enable_tf32, pick_compile, pick_device, pick_dtype
 from common.stages import stage as stage_row
-from model import SpongeBob, checkpoint_tokenizer, file_sha256, load_model
+from model import ModelConfig, SpongeBob, checkpoint_tokenizer, file_sha256, get_preset, load_model
 from model.lora import adapter_parameters, apply_lora, parse_targets
 from tokenizer import SpongeTokenizer, load_tokenizer, tokenizer_for
-from .checkpoints import RunPaths, list_states, move_aside, peek_latest_state
-from .checks import check_init_file, check_out_dir, check_seq_len, model_config
+from . import ops
+from .checkpoints import RunPaths, list_states
 from .config import ConfigError, TrainConfig, config_dict, parse_config
-from .contract import StageLoss, TrainData, hooks_of
-from .distributed import DistInfo, barrier, broadcast_ints, init_distributed, local_device, shutdown
-from .engine import Trainer, TrainingError
-from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
-from .resume import elastic_batch
-
-
-@dataclass
-class StageData:
-    train: TrainData         # num_batches / batches (trainer/contract.py)
-    val: TrainData | None    # the same, or a Validator
-    identity: str            # fingerprint of the data, checked on --resume
-    description: str         # one line for the start-up summary
+from .distributed import DistInfo, barrier, init_distributed, local_device, shutdown
+from .engine import Engine, TrainingError
+from .stage import StageData, StageLoss
 
 
 DataBuilder = Callable[[TrainConfig, SpongeTokenizer, DistInfo], StageData]
-# Called once the device and the starting model are known, so a loss can bring a model of
-# its own (a teacher, DPO's reference) or use the trained one (LoRA's adapters-off reference).
-# None from it means the default loss.
+# Called once the device and the starting model are known, so a loss can bring a model of its own
+# (a teacher, DPO's reference) or use the trained one (LoRA's adapters-off reference); None: the loop's own.
 LossBuilder = Callable[[TrainConfig, SpongeTokenizer, torch.device, SpongeBob], StageLoss | None]
+Loop = Callable[[Engine, StageData, StageLoss | None], None]  # trainer/loop.py's fit, or the stage's own
 
 
-def cli_config(description: str, stage_defaults: dict[str, Any], demo_defaults: dict[str, Any] | None = None,
-               config_cls: type[TrainConfig] = TrainConfig, init_from: str | None = None,
-               fp32_cpu_demo: dict[str, Any] | None = None) -> TrainConfig:
-    """parse_config over sys.argv; a bad flag or config file is one line and exit 2.
-    init_from: the previous stage, whose <out_dir>/<stage>.pth is the default --init."""
+def train_stage(name: str, description: str, reference: dict[str, Any], demo: dict[str, Any],
+                build_data: DataBuilder, loop: Loop, build_loss: LossBuilder | None = None,
+                config_cls: type[TrainConfig] = TrainConfig, fp32_cpu_demo: dict[str, Any] | None = None) -> None:
+    """A stage script's whole main: its flags over its REFERENCE and DEMO defaults (and, on a CPU that
+    trains in fp32, its FP32_CPU_DEMO), starting from the previous stage's weights that the table of
+    stages names (common/stages.py). A bad flag is one line and exit 2."""
     try:
-        return parse_config(sys.argv[1:], description, stage_defaults, demo_defaults, config_cls, init_from,
-                            fp32_cpu_demo)
+        cfg = parse_config(sys.argv[1:], description, reference, demo, config_cls, stage_row(name).previous,
+                           fp32_cpu_demo)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    run_stage(cfg, name, build_data, loop, build_loss)
 
 
-def stage_tokenizer(cfg: TrainConfig) -> SpongeTokenizer:
-    """--tokenizer_dir, else the tokenizer --init was trained with (a checkpoint records an own
-    tokenizer's directory), else the shipped one."""
-    if cfg.tokenizer_dir:
-        return load_tokenizer(cfg.tokenizer_dir)
-    return tokenizer_for(checkpoint_tokenizer(cfg.init)) if cfg.init and Path(cfg.init).is_file() else load_tokenizer()
+def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, loop: Loop,
+              build_loss: LossBuilder | None = None) -> None:
+    """Train one stage, turning user errors into one line and a non-zero exit
+    (SPONGEBOB_DEBUG=1 gives the full traceback instead)."""
+    try:
+        _train(cfg, stage, build_data, build_loss, loop)
+    except KeyboardInterrupt as e:
+        print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
+        sys.exit(130)
+    except torch.OutOfMemoryError:
+        print(f"error: out of memory at --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len}: lower "
+              "--batch_size (raise --accumulation_steps to keep the same effective batch) or --max_seq_len",
+              file=sys.stderr)
+        sys.exit(1)
+    except (TrainingError, ValueError, OSError) as e:  # ConfigError, DataError, CheckpointError, ...
+        if os.environ.get("SPONGEBOB_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1 if isinstance(e, TrainingError) else 2)
+    finally:
+        shutdown()
+
+
+def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None,
+           loop: Loop) -> None:
+    # Everything that needs no data first: a typo must not cost the minutes of tokenizing.
+    cfg.check()
+    device = pick_device(cfg.device)
+    dist = init_distributed(device)
+    device = local_device(device, dist)
+    dtype = pick_dtype(cfg.dtype, device)
+    cfg.compile = pick_compile(cfg.compile, device)
+    enable_tf32(device)
+    # The tokenizer: --tokenizer_dir, else the one --init was trained with (a checkpoint records an own
+    # tokenizer's directory), else the shipped one.
+    tok = (load_tokenizer(cfg.tokenizer_dir) if cfg.tokenizer_dir else
+           tokenizer_for(checkpoint_tokenizer(cfg.init)) if cfg.init and Path(cfg.init).is_file() else load_tokenizer())
+    paths = RunPaths(Path(cfg.out_dir), stage)
+    check_out_dir(cfg.out_dir)
+    if cfg.resume and not list_states(paths):
+        raise ValueError(f"--resume: no saved training state in {shown_path(paths.state_dir)}; "
+                         "run once without --resume first")
+    if not cfg.resume:
+        ops.fresh_start(paths, cfg.overwrite, dist)
+    model = build_model(cfg, tok)
+    if cfg.resume:
+        ops.resume_elsewhere(cfg, paths, dist)
+    ops.fit_memory(cfg, model, device, dtype, dist)
+    loss_fn = build_loss(cfg, tok, device, model) if build_loss else None
+    if dist.is_main:
+        data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
+    barrier(long=True)                      # (which may take longer than NCCL's timeout)
+    if not dist.is_main:
+        data = build_data(cfg, tok, dist)   # ... the others then find it cached
+    steps = data.steps_per_epoch(cfg.batch_size, cfg.accumulation_steps, cfg.max_seq_len)
+    engine = Engine(cfg, model, stage, device, dtype, dist, steps, tok.record(),
+                    data.identity, adapter_base(cfg, model))
+    if dist.is_main:
+        print(describe(cfg, stage, model, data, engine, dist))
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        effective = {"stage": stage, "config": config_dict(cfg), "model": model.config.to_dict(),
+                     "device": str(device), "dtype": str(dtype), "world_size": dist.world_size,
+                     "data": data.description, "data_identity": data.identity}
+        paths.config.write_text(json.dumps(effective, indent=2, ensure_ascii=False) + "\n")
+    loop(engine, data, loss_fn)
 
 
 def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
@@ -89,38 +139,6 @@ def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
     return SpongeBob(config)
 
 
-def fit_memory(cfg: TrainConfig, model: SpongeBob, device: torch.device, dtype: torch.dtype,
-               dist: DistInfo) -> None:
-    """Lower the micro-batch (raising accumulation: same rows per step, same gradient) when a step's
-    estimated peak memory would not fit this machine; one line says what changed and why.
-    Rank 0 decides for all and tells the others: ranks that saw different free memory (another
-    job on one GPU) must still run the same shapes, and only rank 0 may stop the run for it."""
-    if dist.is_main:
-        plan = fit_batch(model.config, model.num_parameters(), cfg.batch_size, cfg.accumulation_steps,
-                         cfg.max_seq_len, dtype, available_bytes(device, local_world_size()), cfg.footprint())
-        decided = [plan.batch_size, plan.accumulation_steps]
-    batch, accumulation = broadcast_ints(decided if dist.is_main else [0, 0])
-    if not dist.is_main:
-        cfg.batch_size, cfg.accumulation_steps = batch, accumulation
-        return
-    if plan.changed and cfg.footprint().rows_per_item > 1 and getattr(cfg, "num_iterations", 1) > 1:
-        raise ValueError(f"memory: --batch_size {cfg.batch_size} does not fit on {device} ({gb(plan.available)} "
-                         f"free), and --num_iterations {cfg.num_iterations} needs --accumulation_steps 1: lower "
-                         f"--batch_size to {plan.batch_size}")
-    if plan.changed:
-        print(f"memory: --batch_size {cfg.batch_size} x --max_seq_len {cfg.max_seq_len} would need about "
-              f"{gb(estimate_for(cfg, model, dtype))} on {device} where {gb(plan.available)} is free: running "
-              f"micro-batches of {plan.batch_size} with --accumulation_steps {plan.accumulation_steps} instead "
-              f"(about {gb(plan.estimate)}; the same {cfg.batch_size * cfg.accumulation_steps} rows and the same "
-              "gradient per step)")
-    cfg.batch_size, cfg.accumulation_steps = plan.batch_size, plan.accumulation_steps
-
-
-def estimate_for(cfg: TrainConfig, model: SpongeBob, dtype: torch.dtype) -> float:
-    return estimate_peak_bytes(model.config, model.num_parameters(), cfg.batch_size, cfg.max_seq_len, dtype,
-                               cfg.footprint())
-
-
 def adapter_base(cfg: TrainConfig, model: SpongeBob) -> dict | None:
     """A LoRA run saves only its adapters, with the identity of the checkpoint under them."""
     if not adapter_parameters(model):
@@ -130,16 +148,11 @@ def adapter_base(cfg: TrainConfig, model: SpongeBob) -> dict | None:
             "targets": list(parse_targets(cfg.lora_target))}
 
 
-def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, trainer: Trainer,
-             device: torch.device, dtype: torch.dtype, dist: DistInfo) -> str:
-    c = model.config
+def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, engine: Engine, dist: DistInfo) -> str:
+    c, planned = model.config, cfg.epochs * engine.steps_per_epoch
     start = f"from {cfg.init}" if cfg.init else f"preset {cfg.preset}, from scratch"
-    rows = cfg.batch_size * cfg.accumulation_steps * dist.world_size
-    planned = cfg.epochs * trainer.steps_per_epoch
-    if cfg.max_steps and cfg.max_steps < planned:
-        length = f"capped by --max_steps {cfg.max_steps}; {cfg.epochs} epoch(s) would be {planned}"
-    else:
-        length = f"--epochs {cfg.epochs} x {trainer.steps_per_epoch} per epoch"
+    length = (f"capped by --max_steps {cfg.max_steps}; {cfg.epochs} epoch(s) would be {planned}"
+              if cfg.max_steps and cfg.max_steps < planned else f"--epochs {cfg.epochs} x {engine.steps_per_epoch} per epoch")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     lora = (f"; LoRA rank {cfg.lora_rank} on {cfg.lora_target}: {trainable:,} trainable "
             f"({trainable / model.num_parameters():.2%})" if getattr(cfg, "lora_rank", 0) else "")
@@ -147,142 +160,73 @@ def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, tr
         f"[{stage}] model: {model.num_parameters():,} params ({start}; dim {c.dim}, {c.n_layers} layers, "
         f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim}){lora}",
         f"[{stage}] data: {data.description}",
-        f"[{stage}] device {device}, dtype {str(dtype).replace('torch.', '')}, {dist.world_size} process(es)"
-        f"{', compiled' if cfg.compile else ''}",
+        f"[{stage}] device {engine.device}, dtype {str(engine.dtype).replace('torch.', '')}, {dist.world_size} "
+        f"process(es){', compiled' if cfg.compile else ''}",
         f"[{stage}] batch {cfg.batch_size} x accumulation {cfg.accumulation_steps} x {dist.world_size} = "
-        f"{rows} rows of {cfg.max_seq_len} tokens per step; {trainer.total_steps} steps ({length}); "
-        f"lr {cfg.learning_rate:g} -> {cfg.min_lr:g}, warmup {cfg.warmup_steps}",
-    ])
+        f"{cfg.batch_size * cfg.accumulation_steps * dist.world_size} rows of {cfg.max_seq_len} tokens per step; "
+        f"{engine.total_steps} steps ({length}); lr {cfg.learning_rate:g} -> {cfg.min_lr:g}, warmup {cfg.warmup_steps}",
+    ] + ([f"warning: --warmup_steps {cfg.warmup_steps} is not below the {engine.total_steps} steps planned, so the "
+          f"lr never reaches --learning_rate {cfg.learning_rate:g}; lower --warmup_steps"]  # probably not what was meant
+         if cfg.warmup_steps >= engine.total_steps else []))
 
 
-def warnings_for(cfg: TrainConfig, trainer: Trainer, device: torch.device) -> list[str]:
-    """Plans that run but are probably not what the user meant."""
-    notes = []
-    if cfg.warmup_steps >= trainer.total_steps:
-        notes.append(f"warning: --warmup_steps {cfg.warmup_steps} is not below the {trainer.total_steps} steps "
-                     f"planned, so the lr never reaches --learning_rate {cfg.learning_rate:g}; lower --warmup_steps")
-    return notes
+# ------------------------------------------------------------------ checks that need no data
+# A typo in a flag must cost a second, not the minutes of tokenizing that come before the first
+# step: each check raises with one line naming the flag or file and what to do. The flags' own
+# ranges and choices are declared with the flags (option(check=...)); here are the checks that
+# need the file system or the model's shape.
+def check_out_dir(out_dir: str) -> None:
+    """Fail before training, not at the first save an hour later, and without creating anything:
+    the nearest folder that exists must be a writable folder."""
+    probe = Path(out_dir).absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"--out_dir {out_dir}: not writable ({probe} is a file, not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"--out_dir {out_dir}: not writable (no write permission on {probe})")
 
 
-# What makes a CPU run minutes instead of hours: a smaller model (only when training one from
-# scratch: with --init the shape is the checkpoint's), short rows and small batches.
-CPU_SIZED = "--max_seq_len 256 --batch_size 16 --accumulation_steps 1"
-CPU_SIZED_FROM_SCRATCH = "--preset spongebob-demo " + CPU_SIZED + " --learning_rate 2e-3"
+def swiglu_width(hidden_size: int) -> int:
+    """MiniMind's / LLaMA's SwiGLU width for a residual width: 8/3 of it, rounded up to a multiple of 64."""
+    return 64 * math.ceil(8 * hidden_size / 3 / 64)
 
 
-def plan_time(trainer: Trainer, step_seconds: float) -> str:
-    """The measured time of the plan, and when it is hours on a CPU, the flags that make it minutes."""
-    left = trainer.total_steps - trainer.step
-    total = step_seconds * left
-    hours, rest = divmod(int(total), 3600)
-    line = (f"measured: {step_seconds:.1f} s per step, so the remaining {left:,} steps take about "
-            f"{hours} h {rest // 60} min on this {trainer.device.type}")
-    cfg = trainer.cfg
-    if trainer.device.type == "cpu" and total >= 3600:
-        sized = CPU_SIZED if cfg.init else CPU_SIZED_FROM_SCRATCH
-        line += f"; for a CPU-sized run of minutes: {sized} --max_steps 300"
-    return line
-
-
-def resume_elsewhere(cfg: TrainConfig, paths: RunPaths, dist: DistInfo) -> None:
-    """A resume on another number of processes (a preempted job back on fewer GPUs): keep the rows
-    of a step, so the data order goes on exactly (trainer/resume.py, check_rows)."""
-    saved = peek_latest_state(paths)
-    if saved is None or saved["world_size"] == dist.world_size:
-        return
-    plan = elastic_batch(saved["config"], saved["world_size"], dist.world_size)
-    if plan is None:
-        return  # check_rows refuses it with the numbers
-    cfg.batch_size, cfg.accumulation_steps = plan
-    if dist.is_main:
-        print(f"--resume on {dist.world_size} process(es) (the run was saved on {saved['world_size']}): "
-              f"--batch_size {plan[0]} x --accumulation_steps {plan[1]}, the same rows per step")
-
-
-def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
-    """A new run in a folder that holds another run's states: refuse, or with --overwrite move the
-    old run aside. Two runs' states never mix, and pruning never deletes the other run's."""
-    states = list_states(paths)
-    if states and not overwrite:
-        raise ValueError(f"{shown_path(paths.state_dir)} holds an earlier {paths.stage} run (saved up to step "
-                         f"{states[-1][0]}): continue it with --resume, or start afresh with --overwrite (the "
-                         "earlier run is moved aside, not deleted), or use another --out_dir")
-    if states and dist.is_main:
-        print(f"--overwrite: the earlier {paths.stage} run is now in {move_aside(paths)}")
-    barrier(long=True)
-
-
-def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None) -> None:
-    # Everything that needs no data first: a typo must not cost the minutes of tokenizing.
-    cfg.check()
-    device = pick_device(cfg.device)
-    dist = init_distributed(device)
-    device = local_device(device, dist)
-    dtype = pick_dtype(cfg.dtype, device)
-    cfg.compile = pick_compile(cfg.compile, device)
-    enable_tf32(device)
-    tok = stage_tokenizer(cfg)
-    paths = RunPaths(Path(cfg.out_dir), stage)
-    check_out_dir(cfg.out_dir)
-    if cfg.resume and not list_states(paths):
-        raise ValueError(f"--resume: no saved training state in {shown_path(paths.state_dir)}; "
-                         "run once without --resume first")
-    if not cfg.resume:
-        fresh_start(paths, cfg.overwrite, dist)
-    model = build_model(cfg, tok)
-    if cfg.resume:
-        resume_elsewhere(cfg, paths, dist)
-    fit_memory(cfg, model, device, dtype, dist)
-    loss_fn = build_loss(cfg, tok, device, model) if build_loss else None  # None: the model's own CE
-    if dist.is_main:
-        data = build_data(cfg, tok, dist)   # rank 0 prepares (pretokenizes) first ...
-    barrier(long=True)                      # (which may take longer than NCCL's timeout)
-    if not dist.is_main:
-        data = build_data(cfg, tok, dist)   # ... the others then find it cached
-    for hooks in hooks_of(data.train, data.val):  # data that needs the model itself (GRPO's rollouts)
-        hooks.bind(model.to(device), device, dtype)
-    trainer = Trainer(cfg, model, data.train, data.val, tok.record(), stage, device, dtype, dist,
-                      data_identity=data.identity, loss_fn=loss_fn, adapter_base=adapter_base(cfg, model))
-    if dist.is_main:
-        print(describe(cfg, stage, model, data, trainer, device, dtype, dist))
-        for line in warnings_for(cfg, trainer, device):
-            print(line)
-        if device.type == "cpu":
-            trainer.after_first_step = lambda seconds: tqdm.write(plan_time(trainer, seconds))
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        effective = {"stage": stage, "config": config_dict(cfg), "model": model.config.to_dict(),
-                     "device": str(device), "dtype": str(dtype), "world_size": dist.world_size,
-                     "data": data.description, "data_identity": data.identity}
-        paths.config.write_text(json.dumps(effective, indent=2, ensure_ascii=False) + "\n")
-    trainer.fit()
-
-
-def train_stage(name: str, description: str, reference: dict[str, Any], demo: dict[str, Any],
-                build_data: DataBuilder, build_loss: LossBuilder | None = None,
-                config_cls: type[TrainConfig] = TrainConfig, fp32_cpu_demo: dict[str, Any] | None = None) -> None:
-    """A stage script's whole main: its flags over its REFERENCE and DEMO defaults (and, on a CPU
-    that trains in fp32, its FP32_CPU_DEMO), starting from the previous stage's weights that the
-    table of stages names (common/stages.py)."""
-    cfg = cli_config(description, reference, demo, config_cls, init_from=stage_row(name).previous,
-                     fp32_cpu_demo=fp32_cpu_demo)
-    run_stage(cfg, name, build_data, build_loss)
-
-
-def run_stage(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: LossBuilder | None = None) -> None:
-    """Train one stage, turning user errors into one line and a non-zero exit.
-    build_loss(cfg, tok, device, model) gives the stage's loss; the default is the
-    cross-entropy on the trained tokens (weighted when batches carry loss_weight).
-    Set SPONGEBOB_DEBUG=1 to get the full traceback instead."""
-    debug = bool(os.environ.get("SPONGEBOB_DEBUG"))
+def model_config(cfg: TrainConfig, vocab_size: int) -> ModelConfig:
+    """The shape of a model trained from scratch: --preset, then the shape flags over it."""
     try:
-        _train(cfg, stage, build_data, build_loss)
-    except KeyboardInterrupt as e:
-        print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
-        sys.exit(130)
-    except (TrainingError, ValueError, OSError) as e:  # ConfigError, DataError, CheckpointError, ...
-        if debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1 if isinstance(e, TrainingError) else 2)
-    finally:
-        shutdown()
+        base = get_preset(cfg.preset)
+    except ValueError as e:
+        raise ConfigError(f"--preset: {e}") from None
+    # The embedding and the head have one row per token of the tokenizer in use (an own
+    # tokenizer from train_tokenizer.py may have another size than the preset's 6400).
+    changes = {"vocab_size": vocab_size,"dim": cfg.hidden_size, "n_layers": cfg.num_hidden_layers, "n_heads": cfg.num_attention_heads,
+               "n_kv_heads": cfg.num_key_value_heads, "max_position_embeddings": cfg.max_position_embeddings}
+    changes = {k: v for k, v in changes.items() if v}
+    if cfg.intermediate_size:
+        changes["hidden_dim"] = cfg.intermediate_size
+    elif cfg.hidden_size:
+        changes["hidden_dim"] = swiglu_width(cfg.hidden_size)
+    if cfg.tie_word_embeddings is not None:
+        changes["tie_embeddings"] = cfg.tie_word_embeddings
+    dim, heads = changes.get("dim", base.dim), changes.get("n_heads", base.n_heads)
+    kv_heads = changes.get("n_kv_heads", base.n_kv_heads)
+    if dim % heads:
+        raise ConfigError(f"--hidden_size {dim} is not a multiple of --num_attention_heads {heads}")
+    if heads % kv_heads:
+        raise ConfigError(f"--num_attention_heads {heads} is not a multiple of --num_key_value_heads {kv_heads}")
+    if (dim // heads) % 2:
+        raise ConfigError(f"head size --hidden_size / --num_attention_heads = {dim // heads} must be even for RoPE")
+    return base.with_changes(**changes)
+
+
+def check_seq_len(cfg: TrainConfig, config: ModelConfig, source: str) -> None:
+    if cfg.max_seq_len > config.max_position_embeddings:
+        raise ConfigError(f"--max_seq_len {cfg.max_seq_len} exceeds the {config.max_position_embeddings} positions "
+                          f"of {source}; lower --max_seq_len")
+
+
+def check_init_file(path: str) -> None:
+    if not Path(path).is_file():
+        raise ConfigError(f"--init {shown_path(path)}: checkpoint not found; run the previous stage with the same "
+                          "--out_dir first, or pass --init")
