@@ -37,11 +37,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # run fp32-accumulate at half their fp16-accumulate rate, which is the figure usually quoted.
 PEAK_FLOPS: list[tuple[str, float]] = [
     ("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("GH200", 989e12), ("H200 NVL", 835e12), ("H200", 989e12),
-    ("H100", 989e12),
-    ("H800 PCIe", 756e12), ("H800", 989e12), ("A100", 312e12), ("A800", 312e12),
-    ("L40S", 362e12), ("L4", 121e12),
-    ("RTX 4090", 165.2e12), ("RTX 3090 Ti", 40e12), ("RTX 3090", 35.6e12),
-    ("V100", 125e12), ("T4", 65e12),
+    ("H100", 989e12), ("H800 PCIe", 756e12), ("H800", 989e12), ("A100", 312e12), ("A800", 312e12), ("L40S", 362e12),
+    ("L4", 121e12), ("RTX 4090", 165.2e12), ("RTX 3090 Ti", 40e12), ("RTX 3090", 35.6e12), ("V100", 125e12),
+    ("T4", 65e12),
 ]
 TRITON_MIN_CAPABILITY = 7  # Triton (inductor's GPU code generator) needs Volta or newer; Pascal is 6.x
 

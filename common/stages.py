@@ -9,7 +9,7 @@ resume check, the demo and the report.
 Adding a stage: its script at the top, one row here, and its tests.
 
 Mode numbers are the ones users already type (MiniMind's 0 pretrain, 1 sft, 2 reasoning);
-names work too, so `--model_mode sft` is `--model_mode 1`.
+names work too, so `--model_mode sft` is `--model_mode 1` (inference/loading.py reads --model_mode).
 """
 from __future__ import annotations
 
@@ -45,9 +45,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("grpo", "distill", 5, thinks=True, chat=True, demo="r1", what="thinks, RL on rewards"),
 )
 BY_NAME = {s.name: s for s in STAGES}
-BY_MODE = {s.mode: s for s in STAGES}
-MODES_HELP = ", ".join(f"{s.mode} {s.name}{' (thinks)' if s.thinks else ''}"
-                       for s in sorted(STAGES, key=lambda s: s.mode))
 
 
 def stage(name: str) -> Stage:
@@ -55,13 +52,3 @@ def stage(name: str) -> Stage:
     if name not in BY_NAME:
         raise KeyError(f"unknown stage {name!r}; the stages are {', '.join(BY_NAME)}")
     return BY_NAME[name]
-
-
-def parse_mode(text: str | int) -> Stage:
-    """--model_mode as a number (2) or a stage name (distill); ValueError in one line otherwise."""
-    value = str(text).strip()
-    if value.lstrip("-").isdigit() and int(value) in BY_MODE:
-        return BY_MODE[int(value)]
-    if value in BY_NAME:
-        return BY_NAME[value]
-    raise ValueError(f"--model_mode {value}: choose a number or a name: {MODES_HELP}")

@@ -53,8 +53,6 @@ from .token_files import (FORMAT_VERSION, SPLITS, TOKEN_DTYPE, SplitWriter, Toke
                           VAL_FLOOR_DOCS, VAL_FLOOR_SHARE, VAL_FLOOR_TOKENS, load_tokenized, move_last_docs, raise_val_floor,
                           split_counts, write_json_atomic)
 
-__all__ = ["TokenFile", "TokenizedCorpus", "pretokenize", "load_tokenized", "cache_key", "DataError"]
-
 SPLIT_RULE = 2  # 2: the val floor (token_files.raise_val_floor); part of the cache key
 _BATCH_CHARS = 1 << 20  # text per encoding task: large enough that a task's overhead is noise
 

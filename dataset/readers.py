@@ -37,9 +37,6 @@ from typing import Iterator, Sequence
 
 from .streaming import BOM, DataError, JsonStream, bad_record, error_at, iter_json_array, iter_pieces
 
-__all__ = ["DataError", "SkipStats", "TEXT_SUFFIXES", "MAX_DOC_CHARS", "expand_paths",
-           "iter_records"]
-
 TEXT_SUFFIXES: tuple[str, ...] = (".jsonl", ".json", ".txt", ".parquet", ".csv")
 MAX_DOC_CHARS = 1_000_000   # a .txt document is cut after about this many characters
 _CHUNK_BYTES = 1 << 20      # how much of a .json file is read at a time

@@ -16,17 +16,22 @@ from model import CheckpointError, SpongeBob, checkpoint_tokenizer, load_model
 from tokenizer import SpongeTokenizer, TokenizerError, load_tokenizer, tokenizer_for
 from common.cli import relative_note
 from common.device import pick_device
-from common.stages import BY_MODE, MODES_HELP, Stage, parse_mode
+from common.stages import BY_NAME, STAGES, Stage
+
+BY_MODE = {s.mode: s for s in STAGES}
+MODES_HELP = ", ".join(f"{s.mode} {s.name}{' (thinks)' if s.thinks else ''}" for s in sorted(STAGES, key=lambda s: s.mode))
 
 __all__ = ["MODES_HELP", "UserError", "checkpoint_path", "load", "mode_number", "mode_stage"]
 
 
-def mode_number(text: str) -> int:
+def mode_number(text: str | int) -> int:
     """argparse type of --model_mode: a mode number (2) or a stage name (distill) -> the number."""
-    try:
-        return parse_mode(text).mode
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--model_mode ")) from None
+    value = str(text).strip()
+    if value.lstrip("-").isdigit() and int(value) in BY_MODE:
+        return int(value)
+    if value in BY_NAME:
+        return BY_NAME[value].mode
+    raise argparse.ArgumentTypeError(f"{value}: choose a number or a name: {MODES_HELP}")
 
 
 def mode_stage(mode: int) -> Stage:

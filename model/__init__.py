@@ -8,10 +8,3 @@ from .checkpoint import (ADAPTER_FORMAT, CheckpointError, atomic_torch_save, che
 from .config import DEFAULT_PRESET, PRESETS, ModelConfig, get_preset
 from .loss import IGNORE_INDEX, token_loss
 from .model import SpongeBob
-
-__all__ = [
-    "ADAPTER_FORMAT", "CheckpointError", "atomic_torch_save", "checkpoint_tokenizer", "file_sha256", "load_model", "read_checkpoint",
-    "save_adapter", "save_model", "unwrap",
-    "DEFAULT_PRESET", "PRESETS", "ModelConfig", "get_preset",
-    "IGNORE_INDEX", "SpongeBob", "token_loss",
-]

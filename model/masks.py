@@ -24,26 +24,13 @@ from typing import Any
 
 import torch
 
-try:
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # torch < 2.5
-    BlockMask = create_block_mask = flex_attention = None  # type: ignore[assignment,misc]
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 _compiled_flex: Any = None
 
 
-def positions_in_document(doc_ids: torch.Tensor) -> torch.Tensor:
-    """Each token's position within its own run of equal doc ids: 0, 1, 2, 0, 1, ... per row."""
-    T = doc_ids.size(1)
-    index = torch.arange(T, device=doc_ids.device).expand_as(doc_ids)
-    starts = torch.ones_like(doc_ids, dtype=torch.bool)
-    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
-    first = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values
-    return index - first
-
-
 def use_flex(device: torch.device) -> bool:
-    return device.type == "cuda" and create_block_mask is not None
+    return device.type == "cuda"
 
 
 def document_mask(doc_ids: torch.Tensor, flex: bool | None = None) -> torch.Tensor | Any:
@@ -63,7 +50,7 @@ def document_mask(doc_ids: torch.Tensor, flex: bool | None = None) -> torch.Tens
 
 
 def is_block_mask(mask: Any) -> bool:
-    return BlockMask is not None and isinstance(mask, BlockMask)
+    return isinstance(mask, BlockMask)
 
 
 def compile_flex(backend: str = "inductor") -> Any:

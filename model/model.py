@@ -21,10 +21,9 @@ from .masks import flex, is_block_mask
 # layer's new keys and values to update(layer, k, v) and calls advance(n) after the last layer.
 KVCache = Any
 
-# enable_gqa lets SDPA read each key/value head for its group of query heads in place (torch >= 2.5);
-# older versions, and CUDA cases where only a copy reaches a fast kernel (expand_kv), get the same
-# grouping by copying K/V with repeat_interleave, as HF's repeat_kv does.
-SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+# enable_gqa lets SDPA read each key/value head for its group of query heads in place; the CUDA cases
+# where only a copy reaches a fast kernel (expand_kv) get the same grouping by copying K/V with
+# repeat_interleave, as HF's repeat_kv does.
 
 
 class RMSNorm(nn.Module):
@@ -125,8 +124,6 @@ def expand_kv(q: torch.Tensor, mask: torch.Tensor | None) -> bool:
     which materialises the scores, while with expanded K/V the memory-efficient kernel runs (it
     takes masks and fp32). Decided from the device, dtype and mask alone: no host sync, and the
     capability is constant-folded under torch.compile. CPUs keep enable_gqa (their kernel takes it)."""
-    if not SDPA_GQA:
-        return True
     if q.device.type != "cuda":
         return False
     return (mask is not None or q.dtype not in (torch.float16, torch.bfloat16)

@@ -36,7 +36,6 @@ def test_cpus_keep_enable_gqa():
     assert expand_kv(q, None) is False and expand_kv(q.bfloat16(), torch.ones(1, dtype=torch.bool)) is False
 
 
-@pytest.mark.skipif(create_block_mask is None, reason="FlexAttention needs torch >= 2.5")
 def test_compiled_flex_recompiles_at_most_twice_over_changing_shapes():
     torch._dynamo.reset()
     counters.clear()

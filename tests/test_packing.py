@@ -13,7 +13,7 @@ from dataset.packing import grouped_batches, pack_rows, round_width
 from dataset.sft_dataset import SFTDataset
 from dataset.sft_tokenize import pretokenize_chat
 from model import IGNORE_INDEX, SpongeBob, get_preset, token_loss
-from model.masks import document_mask, positions_in_document
+from model.masks import document_mask
 from test_ddp import free_port
 from tokenizer import load_tokenizer
 from engine_run import Run
@@ -52,11 +52,6 @@ def tiny_model(seed=0):
 
 
 # ------------------------------------------------------------------ the pieces, by hand
-
-def test_positions_restart_in_every_document():
-    doc = torch.tensor([[0, 0, 0, 1, 1, 2, -1, -1]])
-    assert positions_in_document(doc).tolist() == [[0, 1, 2, 0, 1, 0, 0, 1]]
-
 
 def test_the_mask_is_block_diagonal_and_causal_and_padding_sees_only_padding():
     mask = document_mask(torch.tensor([[0, 0, 1, -1]]), flex=False)[0, 0].int().tolist()

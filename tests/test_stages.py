@@ -8,8 +8,8 @@ import pytest
 import distill
 import dpo
 import grpo
-from common.stages import BY_MODE, STAGES, parse_mode, stage
-from inference.loading import mode_number
+from common.stages import STAGES, stage
+from inference.loading import mode_number, mode_stage
 from trainer.chat_data import ChatConfig
 from trainer.config import TrainConfig, config_dict, parse_config, resume_rules
 from trainer.resume import check_resumable
@@ -39,7 +39,7 @@ def test_every_stage_has_its_script_and_a_chain_back_to_pretraining():
 
 @pytest.mark.parametrize("text, mode", [("2", 2), ("distill", 2), ("sft_long", 3), (" sft ", 1), ("0", 0)])
 def test_model_mode_takes_a_number_or_a_name(text, mode):
-    assert mode_number(text) == mode and parse_mode(text) is BY_MODE[mode]
+    assert mode_number(text) == mode and mode_stage(mode).mode == mode
 
 
 @pytest.mark.parametrize("text", ["6", "-1", "reasoning", "", "1.0"])

@@ -8,17 +8,3 @@
 from .chat_template import CHAT_ROLES, CHAT_TEMPLATE, render_chat
 from .loader import DEFAULT_TOKENIZER_DIR, SpongeTokenizer, TokenizerError, load_tokenizer, tokenizer_for
 from .specials import CONTROL_TOKENS, REASONING_TAGS, SPECIAL_TOKENS
-
-__all__ = [
-    "CHAT_ROLES",
-    "CHAT_TEMPLATE",
-    "CONTROL_TOKENS",
-    "DEFAULT_TOKENIZER_DIR",
-    "REASONING_TAGS",
-    "SPECIAL_TOKENS",
-    "SpongeTokenizer",
-    "TokenizerError",
-    "load_tokenizer",
-    "tokenizer_for",
-    "render_chat",
-]

@@ -24,7 +24,7 @@ def check_resumable(state: dict, cfg: TrainConfig, world_size: int, data_identit
         was, is_now = saved.get(key), now.get(key)
         if rule == "free" or was == is_now or (key in PATH_OPTIONS and same_files(was, is_now)):
             continue
-        if rule == "grow" and _extends(was, is_now):
+        if rule == "grow" and was and is_now > was:  # a larger cap than the saved run's extends it
             continue
         how = ("it may only grow, to extend the run" if rule == "grow" else
                "resume with the same value, or start a new run in another --out_dir")
@@ -79,11 +79,6 @@ def elastic_batch(state_config: dict, state_world_size: int, world_size: int) ->
     if rows % (batch * world_size) == 0:
         return batch, rows // (batch * world_size)
     return None
-
-
-def _extends(was: int | None, now: int) -> bool:
-    """A larger --max_steps than the saved run's cap (a run with no cap has nothing to extend)."""
-    return bool(was) and now > was
 
 
 def rng_state() -> dict:
