@@ -1,6 +1,6 @@
 """Stage 1, pretraining: learn to continue text, from a freshly initialised model.
 
-    python pretrain.py                                    # built-in demo corpus, ~10 min on a 2-core CPU
+    python pretrain.py                                    # built-in demo corpus, a few minutes on a 2-core CPU
     python pretrain.py --data_path data/pretrain_hq.jsonl # your data; defaults follow the seed run
     torchrun --nproc_per_node 4 pretrain.py --data_path data/pretrain_hq.jsonl
 
@@ -21,14 +21,18 @@ from trainer.loop import fit
 from trainer.distributed import DistInfo
 
 # The seed's reference run: one 24 GB GPU, ~80 min per epoch on MiniMind's pretrain_hq.jsonl.
-REFERENCE = dict(preset="spongebob-29m", epochs=2, batch_size=84, accumulation_steps=2, learning_rate=5e-4,
-                 min_lr=5e-5, warmup_steps=100, max_seq_len=512, save_interval=1000, eval_interval=500)
+# Muon on the blocks' matrices and warmup-stable-decay; --optimizer adamw --lr_schedule cosine
+# --learning_rate 5e-4 --min_lr 5e-5 is MiniMind's recipe (bench/bench_optim.py compares them).
+LR29M = 2e-3
+REFERENCE = dict(preset="spongebob-29m", epochs=2, batch_size=84, accumulation_steps=2, optimizer="muon",
+                 lr_schedule="wsd", learning_rate=LR29M, min_lr=LR29M / 10, warmup_steps=100, max_seq_len=512,
+                 save_interval=1000, eval_interval=500)
 
 # The demo (no --data_path): a 6M-parameter model and short rows, so that one
-# pass over the built-in corpus takes about 10 minutes on 2 CPU cores with a
+# pass over the built-in corpus takes a few minutes on 2 CPU cores with a
 # clearly falling loss. Any of these can still be set on the command line.
-DEMO = dict(preset="spongebob-demo", epochs=1, batch_size=16, accumulation_steps=1, learning_rate=2e-3,
-            min_lr=2e-4, warmup_steps=20, max_seq_len=256, save_interval=100, eval_interval=50,
+DEMO = dict(preset="spongebob-demo", epochs=1, batch_size=16, accumulation_steps=1, learning_rate=4e-3,
+            min_lr=4e-4, warmup_steps=20, max_seq_len=256, save_interval=100, eval_interval=50,
             log_interval=5, eval_batches=10)
 
 # On a CPU without native bf16 (AVX2-only x86) training runs in fp32, about 1.6x slower per

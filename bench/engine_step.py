@@ -14,11 +14,11 @@ LOSS = CrossEntropy()
 
 
 def make_engine(preset: str, batch: int, seq: int, device: torch.device, dtype: torch.dtype, compiled: bool,
-                data, out_dir: str, accumulation: int = 1) -> Engine:
-    """An engine over data as a stage builds one, from seeded weights."""
+                data, out_dir: str, accumulation: int = 1, **options) -> Engine:
+    """An engine over data as a stage builds one, from seeded weights; options: more TrainConfig values."""
     cfg = parse_config([], "bench", dict(preset=preset, batch_size=batch, accumulation_steps=accumulation,
                                          max_seq_len=seq, compile=compiled, out_dir=out_dir, warmup_steps=1,
-                                         device=device.type, epochs=1))
+                                         device=device.type, epochs=1) | options)
     torch.manual_seed(0)
     steps = StageData(data, None, "", "").steps_per_epoch(batch, accumulation, seq)
     return Engine(cfg, SpongeBob(get_preset(preset)), "bench", device, dtype, DistInfo(), steps, {})

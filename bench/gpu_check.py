@@ -166,7 +166,8 @@ def check_largest_batch(deadline: float) -> None:
             failed = f"{batch} did not fit"
             break
         finally:
-            t.optimizer.zero_grad(set_to_none=True)
+            for optimizer in t.optimizers:
+                optimizer.zero_grad(set_to_none=True)
             if DEVICE.type == "cuda":
                 torch.cuda.empty_cache()
     if best:

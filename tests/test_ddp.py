@@ -24,8 +24,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def train(out_dir, batch_size, rank=0, world_size=1):
-    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(out_dir), batch_size=batch_size))
+def train(out_dir, batch_size, rank=0, world_size=1, **overrides):
+    cfg = parse_config([], "test", stage_defaults=dict(SETTINGS, out_dir=str(out_dir), batch_size=batch_size, **overrides))
     dist = init_distributed(torch.device("cpu"))
     assert dist.world_size == world_size and dist.rank == rank
     torch.manual_seed(0)  # every rank starts from the same weights (DDP also broadcasts rank 0's)
@@ -36,12 +36,12 @@ def train(out_dir, batch_size, rank=0, world_size=1):
     return trainer.engine.total_steps
 
 
-def ddp_worker(rank, world_size, port, out_dir):
+def ddp_worker(rank, world_size, port, out_dir, optimizer="adamw"):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
     torch.set_num_threads(1)
     try:
-        train(out_dir, batch_size=2, rank=rank, world_size=world_size)
+        train(out_dir, batch_size=2, rank=rank, world_size=world_size, optimizer=optimizer, embedding_lr_scale=1.0)
     finally:
         shutdown()
 
@@ -66,6 +66,28 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     # Only rank 0 writes: one metrics file with one row per step.
     rows = (tmp_path / "ddp" / "test" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
+
+
+def test_two_ranks_with_muon_match_one_rank_with_twice_the_accumulation(tmp_path):
+    """Muon orthogonalises each matrix's whole (all-reduced) gradient, so every rank makes the same update:
+    2 gloo ranks x 2 rows x accumulation 2 give the weights of 1 rank x 2 rows x accumulation 4. The
+    embedding's lr is Muon's here: at its default 10x, AdamW magnifies the all-reduce's other summation
+    order in the embedding's rarely seen rows to 4e-6 after 4 steps (the matrices stay within 1e-6)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert train(tmp_path / "single", batch_size=2, optimizer="muon", accumulation_steps=4,
+                     embedding_lr_scale=1.0) == 4
+    finally:
+        torch.set_num_threads(threads)
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), "muon"), nprocs=2, join=True)
+    single = read_checkpoint(tmp_path / "single" / "test.pth")["model"]
+    ddp = read_checkpoint(tmp_path / "ddp" / "test.pth")["model"]
+    for name in single:
+        assert torch.allclose(single[name], ddp[name], atol=1e-6, rtol=0), name
+    torch.manual_seed(0)
+    initial = SpongeBob(get_preset("spongebob-tiny")).state_dict()
+    assert not torch.allclose(single["layers.0.attn.q_proj.weight"], initial["layers.0.attn.q_proj.weight"], atol=1e-4)
 
 
 def stop_worker(rank, world_size, port, out_dir):

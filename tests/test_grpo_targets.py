@@ -137,7 +137,8 @@ def test_the_loss_uses_the_sampling_temperature():
     assert torch.allclose(logits.grad[0, 0], -(torch.tensor([1.0, 0, 0]) - p) / 0.5, atol=1e-6)
 
 
-def test_steps_whose_groups_are_all_dropped_leave_the_weights_as_they_were(tmp_path, monkeypatch):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # fused AdamW skips on the device, Muon on the host
+def test_steps_whose_groups_are_all_dropped_leave_the_weights_as_they_were(tmp_path, monkeypatch, optimizer):
     """--dynamic_sampling drops every all-wrong group; with nothing trained, the step must not move the
     weights (no momentum, no weight decay), and the metrics row says so."""
     tok = load_tokenizer()
@@ -150,7 +151,8 @@ def test_steps_whose_groups_are_all_dropped_leave_the_weights_as_they_were(tmp_p
     monkeypatch.setattr(grpo, "decode_batch", AllWrong())
     from test_grpo import grpo_run
     problems = [Problem(f"p:{i}", [{"role": "user", "content": f"{i} 加 1 是多少？"}], str(i + 1)) for i in range(4)]
-    trainer = grpo_run(tmp_path, problems, tok, dynamic_sampling=True, weight_decay=0.1, max_steps=2, save_interval=2)
+    trainer = grpo_run(tmp_path, problems, tok, dynamic_sampling=True, weight_decay=0.1, max_steps=2, save_interval=2,
+                       optimizer=optimizer)
     start = {k: v.clone() for k, v in trainer.engine.model.state_dict().items()}
     trainer.fit()
     saved = torch.load(tmp_path / "grpo.pth", weights_only=True)["model"]

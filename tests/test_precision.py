@@ -74,14 +74,14 @@ def test_an_inf_gradient_under_bf16_skips_one_update_and_never_poisons_the_weigh
                      dtype="bfloat16", save_interval=1)
     inf_gradient_at(t, {2})
     snapshots = []
-    step = t.engine.optimizer.step
+    step = t.engine.optimizers[0].step
 
     def record(*args, **kwargs):
         out = step(*args, **kwargs)
         snapshots.append(weights(t))
         return out
 
-    t.engine.optimizer.step = record
+    t.engine.optimizers[0].step = record
     t.fit()
     assert t.engine.skipped_nonfinite == 1 and t.engine.step == 4
     assert all(torch.equal(snapshots[0][k], snapshots[1][k]) for k in snapshots[0])  # step 2 changed nothing

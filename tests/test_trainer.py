@@ -45,13 +45,13 @@ def assert_same_weights(a, b, atol):
 
 def run_capturing_grads(run):
     """fit(), recording the accumulated gradient handed to each optimizer update."""
-    grads, step = [], run.engine.optimizer.step
+    grads, step = [], run.engine.optimizers[0].step
 
     def capture(*args, **kwargs):
         grads.append(torch.cat([p.grad.flatten() for p in run.engine.model.parameters()]).clone())
         return step(*args, **kwargs)
 
-    run.engine.optimizer.step = capture
+    run.engine.optimizers[0].step = capture
     run.fit()
     return grads
 
@@ -242,3 +242,92 @@ def test_validation_does_no_backward_work(tmp_path):
         validation_loss(t.engine, val, CrossEntropy())
     tokens = 8 * 16  # both batches of 4 rows of 16 (SDPA's own FLOPs are not counted on a CPU)
     assert counter.get_total_flops() == 2 * matmul_params * tokens
+
+
+def test_wsd_holds_the_peak_then_decays_linearly_to_min_by_hand():
+    # 10 steps, warmup 2, the last 30% decay: steps 7, 8, 9 (the lr reaches min_lr at the last step).
+    lrs = [lr_at(s, 10, 1.0, 0.1, 2, "wsd", 0.3) for s in range(10)]
+    assert lrs[:7] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert lrs[7:] == pytest.approx([1.0 - 0.9 / 3, 1.0 - 1.8 / 3, 0.1])
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from trainer.optim import make_optimizers
+    model = SpongeBob(get_preset("spongebob-tiny"))
+    muon, adamw = make_optimizers(model, parse_config(["--optimizer", "muon"], "t"))
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in in_muon}
+    assert names == {n for n, p in model.named_parameters() if n.startswith("layers.") and p.dim() == 2}
+    assert len(names) == 2 * 7  # q, k, v, o, gate, up, down in each of the 2 layers
+    rest = {n for n, p in model.named_parameters() if id(p) not in in_muon}
+    assert rest == {"embed.weight", "lm_head.weight", "norm.weight"} | {
+        f"layers.{i}.{norm}.weight" for i in range(2) for norm in ("attn_norm", "mlp_norm")}
+    assert [type(o).__name__ for o in make_optimizers(model, parse_config([], "t"))] == ["AdamW"]
+
+
+def test_muon_leaves_lora_adapters_to_adamw():
+    from model.lora import apply_lora
+    from trainer.optim import make_optimizers
+    model = SpongeBob(get_preset("spongebob-tiny"))
+    apply_lora(model, 4, 8.0, 0.0, ("q_proj", "v_proj"))
+    optimizers = make_optimizers(model, parse_config(["--optimizer", "muon"], "t"))
+    assert [type(o).__name__ for o in optimizers] == ["AdamW"]
+    assert sum(p.numel() for g in optimizers[0].param_groups for p in g["params"]) == sum(
+        p.numel() for n, p in model.named_parameters() if "lora_" in n) == 2 * (4 * 64 + 64 * 4 + 4 * 64 + 32 * 4)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("muon", "cosine"), ("muon", "wsd"), ("adamw", "wsd")])
+def test_muon_and_wsd_resume_after_a_crash_bit_identically(tmp_path, optimizer, schedule):
+    common = dict(batch_size=2, accumulation_steps=2, epochs=3, save_interval=2, keep_last=2, optimizer=optimizer,
+                  lr_schedule=schedule, decay_fraction=0.3)
+    full = make_trainer(tmp_path / "full", SyntheticRows(n_rows=10), **common)
+    full.fit()
+    crashing = make_trainer(tmp_path / "cut", CrashingRows(crash_at_batch=10, n_rows=10), **common)
+    with pytest.raises(Crash):
+        crashing.fit()
+    resumed = make_trainer(tmp_path / "cut", SyntheticRows(n_rows=10), resume=True, **common)
+    assert resumed.engine.step == 4
+    resumed.fit()
+    a, b = weights(full), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_longer_wsd_run_goes_on_from_its_stable_phase(tmp_path, capsys):
+    """--resume --max_steps larger on a finished wsd run: it goes on from the state where its decay
+    began, decays at the new end, and ends bit-identical to a run planned that long from the start."""
+    common = dict(batch_size=4, epochs=5, save_interval=3, lr_schedule="wsd", decay_fraction=0.2, optimizer="muon")
+    long = make_trainer(tmp_path / "long", SyntheticRows(), max_steps=20, **common)
+    long.fit()
+    short = make_trainer(tmp_path / "ext", SyntheticRows(), max_steps=10, **common)
+    short.fit()  # decays over steps 8-10; its state at step 8 is kept
+    assert (tmp_path / "ext" / "test" / "state" / "stable_step_00000008.pt").is_file()
+    capsys.readouterr()
+    extended = make_trainer(tmp_path / "ext", SyntheticRows(), max_steps=20, resume=True, **common)
+    assert "going on from step 8, where its decay began (the decay now starts at step 16)" in capsys.readouterr().out
+    assert extended.engine.step == 8
+    extended.fit()
+    a, b = weights(long), weights(extended)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_muon_step_by_hand():
+    """Nesterov momentum, then Newton-Schulz, which maps each singular value s of G/|G| through the quintic
+    a s + b s^3 + c s^5 five times (G = U S V^T, so X X^T X = U S^3 V^T); decoupled decay; RMS scaling."""
+    import math
+    from trainer.optim import Muon
+
+    def ns(s: float) -> float:
+        for _ in range(5):
+            s = 3.4445 * s - 4.7750 * s ** 3 + 2.0315 * s ** 5
+        return s
+    p0 = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    p = torch.nn.Parameter(p0.clone())
+    opt = Muon([p], lr=0.1, weight_decay=0.5, momentum=0.9, dtype=torch.float32)
+    p.grad = torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # singular values 3 and 1, |G| = sqrt(10)
+    opt.step()
+    # momentum = 0.1 G; the Nesterov update G + 0.9 (0.1 G - G) = 0.19 G has G's singular vectors
+    orth = torch.tensor([[ns(3 / math.sqrt(10)), 0.0, 0.0], [0.0, ns(1 / math.sqrt(10)), 0.0]])
+    expected = p0 * (1 - 0.1 * 0.5) - 0.1 * 0.2 * math.sqrt(3) * orth
+    assert torch.allclose(p.detach(), expected, atol=1e-5)
+    assert torch.allclose(opt.state[p]["momentum"], 0.1 * p.grad)
+    assert all(0.6 < s < 1.2 for s in (orth[0, 0], orth[1, 1]))  # both near 1 (3 and 1 before): all directions move alike

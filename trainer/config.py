@@ -27,6 +27,8 @@ from .memory import Footprint
 
 
 Check = Callable[[Any], "str | None"]  # a value -> what is wrong with it, or None
+OPTIMIZERS = ("muon", "adamw")   # trainer/optim.py
+SCHEDULES = ("cosine", "wsd")
 
 
 def option(default: Any, help: str, *, check: Check | None = None, resume: str = "match",
@@ -127,16 +129,29 @@ class TrainConfig:
     # schedule
     epochs: int = option(2, "passes over the training data", check=at_least(1))
     max_steps: int = option(0, "stop after this many optimizer steps whatever --epochs says (0 = no cap); with "
-                               "--resume it may grow to extend a finished run: the cosine is then stretched over "
-                               "the new total from the step reached", check=at_least(0), resume="grow")
+                               "--resume it may grow to extend a run: the cosine is stretched over the new total, "
+                               "a wsd run goes on from its stable phase and decays at the new end",
+                            check=at_least(0), resume="grow")
     # Free on resume one by one: what a resume must keep is the rows of a step across all
     # processes (trainer/resume.py, check_rows), so a run can resume on another number of GPUs.
     batch_size: int = option(84, "rows per micro-batch (per GPU)", check=at_least(1), resume="free")
     accumulation_steps: int = option(2, "micro-batches per optimizer step", check=at_least(1), resume="free")
     learning_rate: float = option(5e-4, "peak learning rate, reached after warmup", check=positive)
-    min_lr: float = option(5e-5, "learning rate at the end of the cosine decay", check=non_negative)
+    min_lr: float = option(5e-5, "learning rate at the end of the decay (cosine or wsd)", check=non_negative)
     warmup_steps: int = option(100, "optimizer steps of linear warmup from 0 to --learning_rate", check=at_least(0))
-    weight_decay: float = option(0.1, "AdamW weight decay (matrices and embeddings only)", check=non_negative)
+    lr_schedule: str = option("cosine", "after warmup: cosine (decay to --min_lr over the whole run) or wsd (stable "
+                                        "at the peak, then a linear decay over the last --decay_fraction)",
+                              check=one_of(*SCHEDULES))
+    decay_fraction: float = option(0.3, "wsd: the share of the steps, at the end, over which the lr decays",
+                                   check=within(0, 1, high_open=False))
+    optimizer: str = option("adamw", "muon (Muon on the blocks' matrices, AdamW on the embedding, head and norms) "
+                                     "or adamw (everywhere, as MiniMind trains)", check=one_of(*OPTIMIZERS))
+    embedding_lr_scale: float = option(10.0, "muon: the embedding's AdamW lr as a multiple of --learning_rate "
+                                            "(its rows move only where their token occurs)", check=positive)
+    head_lr_scale: float = option(1.0, "muon: the output head's AdamW lr as a multiple of --learning_rate "
+                                       "(a tied head follows the embedding)", check=positive)
+    weight_decay: float = option(0.1, "decoupled weight decay of the matrices and embeddings (AdamW's and Muon's)",
+                                 check=non_negative)
     beta1: float = option(0.9, "AdamW beta1", check=within(0, 1))
     beta2: float = option(0.95, "AdamW beta2", check=within(0, 1))
     grad_clip: float = option(1.0, "clip the global gradient norm to this (0 = off)", check=non_negative)
@@ -172,6 +187,16 @@ class TrainConfig:
                                         "online, or disabled", check=one_of("offline", "online", "disabled"),
                              resume="free")
     config: str = option("", "YAML or JSON file of these options; command-line flags win over it", resume="free")
+
+    def adapt(self, model: Any) -> None:
+        """A later stage's change to its --init model before training (LoRA: trainer/finetune.py)."""
+
+    def adapter_base(self, model: Any) -> dict | None:
+        """What a run that trains adapters only saves with them (trainer/finetune.py); None: full weights."""
+        return None
+
+    def describe_adapters(self, model: Any) -> str:
+        return ""
 
     def footprint(self) -> Footprint:
         """What one item of --batch_size holds in memory, for the memory plan (trainer/memory.py):

@@ -3,7 +3,7 @@
     engine = Engine(cfg, model, ...)        # optimizer, precision, DDP, compile; --resume restores all
     engine.start(validate)                  # progress bar, Ctrl-C
     while engine.step < engine.total_steps:
-        engine.set_lr()                     # warmup, then cosine (trainer/optim.py)
+        engine.set_lr()                     # warmup, then cosine or WSD (trainer/optim.py)
         for each micro-batch of the step:
             batch = engine.to_device(batch)
             with engine.micro_batch(last):  # autocast; under DDP the gradient all-reduce waits for the last
@@ -15,8 +15,10 @@
 
 trainer/loop.py is that loop for every stage but GRPO, which writes its own around its rollouts
 (grpo.py). The ops around the loop (memory fit, elastic resume, Ctrl-C, spikes, milestones) are
-trainer/ops.py's; the best checkpoint that GRPO's validation picks is trainer/best.py's. A step never waits for the device: its loss, token count and stop
-flag stay there, summed, and are read back once per log step, when a metrics row is written.
+trainer/ops.py's; the best checkpoint that GRPO's validation picks is trainer/best.py's. A step never
+waits for the device: its loss, token count and stop flag stay there, summed, and are read back once
+per log step, when a metrics row is written (with Muon, one host check per step decides whether
+the update is skipped).
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from .checkpoints import RunPaths, latest_state, save_state
 from .config import TrainConfig, config_dict
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .metrics import MetricsLog, start_wandb
-from .optim import lr_at, make_optimizer, set_lr
+from .optim import decay_start, lr_at, make_optimizers, set_lr
 from .resume import check_resumable, restore_rng, rng_state
 from .stage import Batch, Reduce
 
@@ -82,7 +84,7 @@ class Engine:
         self.adapter_base = adapter_base  # a LoRA run: its checkpoints hold only the adapters
         self.paths = RunPaths(Path(cfg.out_dir), stage)
         self.model = model.to(device)
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.optimizers = make_optimizers(self.model, cfg, dtype)  # [AdamW], or [Muon, AdamW]
         self.scaler = make_scaler(device, dtype)
         self.steps_per_epoch = steps_per_epoch
         planned = cfg.epochs * steps_per_epoch
@@ -105,7 +107,7 @@ class Engine:
         # Every micro-batch's summed loss is divided by this constant before backward, so gradients have
         # a mean-like size (fp16 loss scaling needs that) without waiting for the step's token count.
         self.loss_divisor = float(cfg.batch_size * cfg.accumulation_steps * cfg.max_seq_len)
-        self.fused = bool(self.optimizer.defaults.get("fused"))
+        self.fused = all(o.defaults.get("fused") for o in self.optimizers)  # skips on the device, no host sync
         self._local = torch.zeros(len(STATS), device=device)    # this step's, until update()
         self._pending = torch.zeros(len(STATS), device=device)  # summed since the last metrics row
         self._pending_flops, self._pending_steps, self._timer = 0.0, 0, time.perf_counter()
@@ -134,8 +136,10 @@ class Engine:
         self._timer = time.perf_counter()
 
     def set_lr(self) -> float:
-        self.lr = lr_at(self.step, self.total_steps, self.cfg.learning_rate, self.cfg.min_lr, self.cfg.warmup_steps)
-        set_lr(self.optimizer, self.lr)
+        cfg = self.cfg
+        self.lr = lr_at(self.step, self.total_steps, cfg.learning_rate, cfg.min_lr, cfg.warmup_steps, cfg.lr_schedule,
+                        cfg.decay_fraction)
+        set_lr(self.optimizers, self.lr)
         return self.lr
 
     def to_device(self, batch: Batch) -> Batch:
@@ -177,7 +181,8 @@ class Engine:
         local[3] = float(self.interrupts.requested)  # a Ctrl-C on this rank, told to every rank below
         stats = all_reduce_sum(local)  # the one collective of the step: loss, count, tokens, stop flag
         empty = stats[1] == 0
-        self.scaler.unscale_(self.optimizer)
+        for optimizer in self.optimizers:
+            self.scaler.unscale_(optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         # DDP averaged the gradients over ranks: undo the constant divisor, divide by the true count.
         torch._foreach_mul_(grads, self.loss_divisor * self.dist.world_size / stats[1].clamp(min=1.0))
@@ -188,7 +193,8 @@ class Engine:
             nonfinite = nonfinite | ~torch.isfinite(grad_norm)
         self._guarded_step(nonfinite | empty)
         self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
         stats[4], stats[5], stats[6] = nonfinite.float(), grad_norm.float(), empty.float()
         self._pending += stats
         self._pending_steps += 1
@@ -196,17 +202,19 @@ class Engine:
         return stats
 
     def _guarded_step(self, skip: torch.Tensor) -> None:
-        """The fused AdamW takes the verdict as a device tensor and skips on the device (no sync); any
-        other optimizer needs the host to decide (fp16's GradScaler also skips an overflow itself)."""
+        """The fused AdamW takes the verdict as a device tensor and skips on the device (no sync); Muon,
+        and any other optimizer, needs the host to decide (fp16's GradScaler also skips an overflow itself)."""
         if self.fused and not self.scaler.is_enabled():
-            self.optimizer.found_inf = skip.float()
-            self.optimizer.step()
-            del self.optimizer.found_inf
+            for optimizer in self.optimizers:
+                optimizer.found_inf = skip.float()
+                optimizer.step()
+                del optimizer.found_inf
         elif not bool(skip):
-            if self.scaler.is_enabled():
-                self.scaler.step(self.optimizer)
-            else:
-                self.optimizer.step()
+            for optimizer in self.optimizers:
+                if self.scaler.is_enabled():
+                    self.scaler.step(optimizer)
+                else:
+                    optimizer.step()
 
     def after_step(self, metrics: Callable[[Reduce], dict] | None = None) -> None:
         """At log steps only (the one host sync): the metrics row (with the stage's metrics(reduce)),
@@ -217,7 +225,9 @@ class Engine:
         evaluating = final or bool(cfg.eval_interval and step % cfg.eval_interval == 0)
         saving = final or step % cfg.save_interval == 0
         stop_now = self.interrupts.requested and not self.dist.enabled  # under DDP: at the next row, all ranks
-        if not (final or evaluating or saving or stop_now or step in self.milestones or step == 1
+        decaying = cfg.lr_schedule == "wsd" and step == decay_start(self.total_steps, cfg.warmup_steps,
+                                                                    cfg.decay_fraction)
+        if not (final or evaluating or saving or stop_now or decaying or step in self.milestones or step == 1
                 or step % cfg.log_interval == 0):
             return
         row = self._row(metrics)
@@ -232,6 +242,8 @@ class Engine:
         self.log.write(row)
         if saving or stop:
             self.save(validation.get("val_loss"))
+        if decaying:  # a wsd run's state where its decay begins: a longer run goes on from it (ops.wsd_extension)
+            self.save(validation.get("val_loss"), kind="stable_step")
         ops.save_milestone(self, validation.get("val_loss"))
         if stop:
             raise KeyboardInterrupt(f"interrupted: saved {self.last_saved}; continue with the same command plus "
@@ -284,7 +296,7 @@ class Engine:
         return row
 
     # ------------------------------------------------------------------ saving and resuming
-    def save(self, val_loss: float | None = None) -> None:
+    def save(self, val_loss: float | None = None, kind: str = "step") -> None:
         """Weights for eval and the next stage, then the resumable state, written by rank 0 (never
         non-finite weights); every rank waits until they are on disk, so none goes on, or exits, before."""
         if self.dist.is_main:
@@ -293,10 +305,10 @@ class Engine:
                 raise TrainingError(f"refusing to save non-finite weights ({bad[0]} and {len(bad) - 1} more) at "
                                     f"step {self.step}; last good checkpoint: {self.last_saved or 'none saved yet'}")
             self.save_weights(self.paths.weights, val_loss)
-            self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last))
+            self.last_saved = str(save_state(self.paths, self.step, self._state(), self.cfg.keep_last, kind))
         barrier(long=True)
         if not self.dist.is_main:  # every rank can name the state (rank 0's path: the out_dir is shared)
-            self.last_saved = str(self.paths.state(self.step))
+            self.last_saved = str(self.paths.state(self.step, kind))
 
     def save_weights(self, path: Path, val_loss: float | None) -> None:
         meta = {"stage": self.stage, "step": self.step, "epoch": round(self.step / self.steps_per_epoch, 4),
@@ -309,19 +321,21 @@ class Engine:
         save_adapter(path, self.model, self.tokenizer_identity, base, lora, meta)
 
     def _state(self) -> dict:
-        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": unwrap(self.model).state_dict(), "optimizers": [o.state_dict() for o in self.optimizers],
                 "scaler": self.scaler.state_dict(), "rng": rng_state(), "tokens_seen": self.tokens_seen,
                 "skipped_nonfinite": self.skipped_nonfinite, "config": config_dict(self.cfg),
-                "world_size": self.dist.world_size, "data_identity": self.data_identity, "extra": self.extra_state}
+                "world_size": self.dist.world_size, "data_identity": self.data_identity, "extra": self.extra_state,
+                "total_steps": self.total_steps}
 
     def _resume(self) -> None:
-        state = latest_state(self.paths)
+        state = ops.wsd_extension(self.paths, self.cfg, self.total_steps) or latest_state(self.paths)
         if state is None:
             raise ValueError(f"--resume: no saved training state in {self.paths.state_dir}; "
                              "run once without --resume first")
         check_resumable(state, self.cfg, self.dist.world_size, self.data_identity)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        for optimizer, saved in zip(self.optimizers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
         self.scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]

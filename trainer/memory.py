@@ -15,9 +15,10 @@ rows, a GRPO problem is --num_generations rows, sampled first with a KV cache of
 slots (freed before the forward and backward, so it adds to the peak only where it is
 larger than the activations), and DPO and GRPO --beta hold a frozen reference copy.
 
-k was measured (bench/bench_memory.py): the peak RSS of real engine steps on a CPU
-over several batch sizes of two model shapes is within 3% of k = 29 (fp32) and
-k = 23 (bf16), for both shapes (bench/LOG.md, "Memory estimate").
+k was fitted to the peak RSS of real engine steps on a CPU (bench/bench_memory.py) over
+several batch sizes of two model shapes, k = 29 (fp32) and 23 (bf16); with the plain loss's
+full fp32 logits (LOGIT_BYTES) the estimate is 1.06-1.31x the measured peaks, never below
+(bench/RESULTS.md, "Memory"). Muon keeps one moment instead of two: the estimate stays above.
 
 When the estimate does not fit, we keep the effective batch and lower the
 micro-batch, raising --accumulation_steps by the same factor. That changes
@@ -40,7 +41,9 @@ from model import ModelConfig
 # backward pass per token, per layer, per unit of (dim + ffn). Part of it stays fp32 under autocast
 # (the residual stream, the norms), hence less than half of fp32's in bf16.
 ACT_BYTES = {torch.float32: 29.0, torch.bfloat16: 23.0, torch.float16: 23.0}
-LOGIT_BYTES = {torch.float32: 12.0, torch.bfloat16: 14.0, torch.float16: 14.0}  # fitted below, with ACT_BYTES
+# Per position and vocabulary entry: the fp32 logits, their log-softmax and its gradient (12 bytes);
+# under autocast the head's bf16 output adds 2. Checked with ACT_BYTES against measured peaks.
+LOGIT_BYTES = {torch.float32: 12.0, torch.bfloat16: 14.0, torch.float16: 14.0}
 OVERHEAD = 400e6      # the interpreter, torch's own allocations, the tokenizer
 HEADROOM = 0.85       # use at most this share of the memory that is free
 

@@ -2,6 +2,7 @@
 
     before the engine   fit_memory        lower the micro-batch when a step would not fit (same gradient)
                         resume_elsewhere  --resume on another number of processes: the same rows per step
+                        wsd_extension     --resume --max_steps larger of a wsd run: on from its stable phase
                         fresh_start       a new run in a used folder: refused, or the old run moved aside
     in start/finish     Interrupts        Ctrl-C saves at the end of the step; a second one stops at once
     in after_step       SpikeDetector     a loss far above its recent average is flagged
@@ -24,6 +25,7 @@ from .checkpoints import RunPaths, latest_state, list_states, move_aside
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, broadcast_ints
 from .memory import available_bytes, estimate_peak_bytes, fit_batch, gb, local_world_size
+from .optim import decay_start
 from .resume import elastic_batch
 
 if TYPE_CHECKING:
@@ -73,6 +75,24 @@ def resume_elsewhere(cfg: TrainConfig, paths: RunPaths, dist: DistInfo) -> None:
     if dist.is_main:
         print(f"--resume on {dist.world_size} process(es) (the run was saved on {saved['world_size']}): "
               f"--batch_size {plan[0]} x --accumulation_steps {plan[1]}, the same rows per step")
+
+
+def wsd_extension(paths: RunPaths, cfg: TrainConfig, total_steps: int) -> dict | None:
+    """Extending a wsd run (--resume with a larger --max_steps) whose newest state is already in its
+    decay: the state saved where that decay began, so the run goes on from its stable phase and
+    decays at the new end. Otherwise None (--resume reads the newest state)."""
+    saved = latest_state(paths, peek=True)
+    if cfg.lr_schedule != "wsd" or not saved or not saved["total_steps"] or saved["total_steps"] >= total_steps:
+        return None
+    began = decay_start(saved["total_steps"], cfg.warmup_steps, cfg.decay_fraction)
+    stable = latest_state(paths, kind="stable_step") if saved["step"] > began else None
+    if saved["step"] > began and (stable is None or stable["step"] != began):
+        raise ValueError(f"--resume --max_steps {cfg.max_steps}: the run was already decaying and its state from "
+                         f"where the decay began (step {began}) is missing; resume with its --max_steps")
+    if stable is not None:
+        print(f"extending a wsd run: going on from step {began}, where its decay began (the decay now starts at "
+              f"step {decay_start(total_steps, cfg.warmup_steps, cfg.decay_fraction)})")
+    return stable
 
 
 def fresh_start(paths: RunPaths, overwrite: bool, dist: DistInfo) -> None:
@@ -145,7 +165,7 @@ def save_milestone(engine: Engine, val_loss: float | None) -> None:
 # What makes a CPU run minutes instead of hours: a smaller model (only when training one from
 # scratch: with --init the shape is the checkpoint's), short rows and small batches.
 CPU_SIZED = "--max_seq_len 256 --batch_size 16 --accumulation_steps 1"
-CPU_SIZED_FROM_SCRATCH = "--preset spongebob-demo " + CPU_SIZED + " --learning_rate 2e-3"
+CPU_SIZED_FROM_SCRATCH = "--preset spongebob-demo " + CPU_SIZED + " --learning_rate 4e-3"
 
 
 def plan_time(total_steps: int, step: int, step_seconds: float, device: torch.device, cfg: TrainConfig) -> str:

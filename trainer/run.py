@@ -21,8 +21,7 @@ import torch
 from common.cli import shown_path
 from common.device import enable_tf32, pick_compile, pick_device, pick_dtype
 from common.stages import stage as stage_row
-from model import ModelConfig, SpongeBob, checkpoint_tokenizer, file_sha256, get_preset, load_model
-from model.lora import adapter_parameters, apply_lora, parse_targets
+from model import ModelConfig, SpongeBob, checkpoint_tokenizer, get_preset, load_model
 from tokenizer import SpongeTokenizer, load_tokenizer, tokenizer_for
 from . import ops
 from .checkpoints import RunPaths, list_states
@@ -110,7 +109,7 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
         data = build_data(cfg, tok, dist)   # ... the others then find it cached
     steps = data.steps_per_epoch(cfg.batch_size, cfg.accumulation_steps, cfg.max_seq_len)
     engine = Engine(cfg, model, stage, device, dtype, dist, steps, tok.record(),
-                    data.identity, adapter_base(cfg, model))
+                    data.identity, cfg.adapter_base(model))
     if dist.is_main:
         print(describe(cfg, stage, model, data, engine, dist))
         paths.run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,16 +121,13 @@ def _train(cfg: TrainConfig, stage: str, build_data: DataBuilder, build_loss: Lo
 
 
 def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
-    """The stage's starting model: --init if given (with LoRA adapters on it under --lora_rank),
-    else a fresh --preset with the shape flags over it."""
+    """The stage's starting model: --init if given (with the stage's change to it: LoRA adapters under
+    --lora_rank, trainer/finetune.py), else a fresh --preset with the shape flags over it."""
     if cfg.init:
         check_init_file(cfg.init)
         model, _ = load_model(cfg.init, tokenizer=tok)
         check_seq_len(cfg, model.config, f"--init {cfg.init}")
-        if getattr(cfg, "lora_rank", 0):
-            torch.manual_seed(cfg.seed)  # the same seed gives the same adapter initialisation
-            apply_lora(model, cfg.lora_rank, cfg.lora_alpha or 2.0 * cfg.lora_rank, cfg.lora_dropout,
-                       parse_targets(cfg.lora_target))
+        cfg.adapt(model)
         return model.train()
     config = model_config(cfg, tok.vocab_size)
     check_seq_len(cfg, config, "the model (--max_position_embeddings)")
@@ -139,32 +135,21 @@ def build_model(cfg: TrainConfig, tok: SpongeTokenizer) -> SpongeBob:
     return SpongeBob(config)
 
 
-def adapter_base(cfg: TrainConfig, model: SpongeBob) -> dict | None:
-    """A LoRA run saves only its adapters, with the identity of the checkpoint under them."""
-    if not adapter_parameters(model):
-        return None
-    return {"path": cfg.init, "sha256": file_sha256(cfg.init),
-            "rank": cfg.lora_rank, "alpha": cfg.lora_alpha or 2.0 * cfg.lora_rank,
-            "targets": list(parse_targets(cfg.lora_target))}
-
-
 def describe(cfg: TrainConfig, stage: str, model: SpongeBob, data: StageData, engine: Engine, dist: DistInfo) -> str:
     c, planned = model.config, cfg.epochs * engine.steps_per_epoch
     start = f"from {cfg.init}" if cfg.init else f"preset {cfg.preset}, from scratch"
     length = (f"capped by --max_steps {cfg.max_steps}; {cfg.epochs} epoch(s) would be {planned}"
               if cfg.max_steps and cfg.max_steps < planned else f"--epochs {cfg.epochs} x {engine.steps_per_epoch} per epoch")
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    lora = (f"; LoRA rank {cfg.lora_rank} on {cfg.lora_target}: {trainable:,} trainable "
-            f"({trainable / model.num_parameters():.2%})" if getattr(cfg, "lora_rank", 0) else "")
     return "\n".join([
         f"[{stage}] model: {model.num_parameters():,} params ({start}; dim {c.dim}, {c.n_layers} layers, "
-        f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim}){lora}",
+        f"{c.n_heads}/{c.n_kv_heads} heads, SwiGLU {c.hidden_dim}){cfg.describe_adapters(model)}",
         f"[{stage}] data: {data.description}",
         f"[{stage}] device {engine.device}, dtype {str(engine.dtype).replace('torch.', '')}, {dist.world_size} "
         f"process(es){', compiled' if cfg.compile else ''}",
         f"[{stage}] batch {cfg.batch_size} x accumulation {cfg.accumulation_steps} x {dist.world_size} = "
         f"{cfg.batch_size * cfg.accumulation_steps * dist.world_size} rows of {cfg.max_seq_len} tokens per step; "
-        f"{engine.total_steps} steps ({length}); lr {cfg.learning_rate:g} -> {cfg.min_lr:g}, warmup {cfg.warmup_steps}",
+        f"{engine.total_steps} steps ({length}); {cfg.optimizer}, {cfg.lr_schedule} lr {cfg.learning_rate:g} -> "
+        f"{cfg.min_lr:g}, warmup {cfg.warmup_steps}",
     ] + ([f"warning: --warmup_steps {cfg.warmup_steps} is not below the {engine.total_steps} steps planned, so the "
           f"lr never reaches --learning_rate {cfg.learning_rate:g}; lower --warmup_steps"]  # probably not what was meant
          if cfg.warmup_steps >= engine.total_steps else []))
