@@ -7,6 +7,7 @@ Every format becomes a list of {"role": "system"|"user"|"assistant", "content": 
   openai     {"messages": [{"role", "content"}, ...]}
   alpaca     {"instruction", "input"?, "output", "system"?, "history"?: [[q, a], ...]}
   qa         {"question", "answer" or "std_answer", "system"?}       (one exchange; R1 dumps, BELLE eval)
+  zhihu      {"INSTRUCTION", "RESPONSE", "SOURCE"?, "METADATA"?}      (one exchange; Zhihu-KOL)
 
 Alpaca semantics (LLaMA-Factory's): `instruction` is what the user says and
 `input`, when present, is extra material appended to it after a newline; each
@@ -34,7 +35,7 @@ from .math_sets import convert_hint, raw_set
 from .readers import DataError, SkipStats, iter_records
 from .streaming import ChatFormatError
 
-CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca", "qa")
+CHAT_FORMATS: tuple[str, ...] = ("minimind", "sharegpt", "openai", "alpaca", "qa", "zhihu")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
 
@@ -55,6 +56,8 @@ def detect_format(record: Any) -> str | None:
         return "alpaca"
     if "question" in record and ("answer" in record or "std_answer" in record):
         return "qa"
+    if "INSTRUCTION" in record and "RESPONSE" in record:
+        return "zhihu"
     return None
 
 
@@ -138,14 +141,15 @@ def _alpaca(record: dict) -> list[dict]:
     return messages
 
 
-def _qa(record: dict) -> list[dict]:
+def _qa(record: dict, question: str = "question", answer: str = "answer") -> list[dict]:
+    """One exchange: record[question] asked, record[answer] replied (Zhihu-KOL: INSTRUCTION, RESPONSE)."""
     messages = []
     if record.get("system"):
         messages.append({"role": "system", "content": _text(record["system"], "system")})
-    messages.append({"role": "user", "content": _text(record.get("question"), "question")})
-    # BELLE's eval set names the reference "std_answer" (and leaves it empty for open-ended questions)
-    key = "answer" if "answer" in record else "std_answer"
-    messages.append({"role": "assistant", "content": _text(record.get(key), key)})
+    messages.append({"role": "user", "content": _text(record.get(question), question)})
+    if answer == "answer" and answer not in record:
+        answer = "std_answer"  # BELLE's eval set's name (left empty for open-ended questions)
+    messages.append({"role": "assistant", "content": _text(record.get(answer), answer)})
     return messages
 
 
@@ -175,6 +179,8 @@ def to_messages(record: Any, fmt: str) -> list[dict]:
         messages = _alpaca(record)
     elif fmt == "qa":
         messages = _qa(record)
+    elif fmt == "zhihu":
+        messages = _qa(record, "INSTRUCTION", "RESPONSE")
     else:
         raise ChatFormatError(f"unknown format {fmt!r}; choose from {', '.join(CHAT_FORMATS)}", "unknown format")
     check_order(messages)
@@ -197,6 +203,9 @@ def _not_chat_data(record: Any, found: str | None, where: str, path: str | Path,
         shape = "plain text" if isinstance(record, str) else '{"text": ...} records'
         return f"{where}: this is pretraining text ({shape}, no turns); train on it with pretrain.py --data_path {path}"
     name = raw_set(record)
+    if name == "cmath":
+        return (f"{where}: this is CMATH (math problems with a gold answer, no reply), not chat data: train on it "
+                f"with grpo.py --data_path {path}, or score stages on it: python -m evaluation.report --math_file {path}")
     if name == "ape210k" or (name == "gsm8k" and reasoning):
         what = "Ape210K math problems (an equation, no reply)" if name == "ape210k" else \
             "GSM8K (solutions with no <think>)"

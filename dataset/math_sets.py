@@ -1,8 +1,9 @@
-"""The two raw math sets users bring most, recognised by their keys, with their gold answers.
+"""The raw math sets users bring most, recognised by their keys, with their gold answers.
 
   GSM8K    {"question", "answer"}: the answer is a worked solution ending "#### 72";
            the gold is the number after ####, thousands commas dropped ("1,080" -> "1080").
   Ape210K  {"id", "segmented_text", "original_text", "ans", "equation"}: the gold is ans.
+  CMATH    {"grade", "input" (or "question"), "golden", ...}: the gold is golden.
 
 Ape210K's ans comes in several shapes, checked on its test and valid files: a number
 ("2", "56.52"), a fraction in brackets ("(1/10)"), a percentage ("150%", "62.5%"), a
@@ -12,9 +13,10 @@ numbers when the gold holds exactly one, and a mixed number or a sum holds sever
 gold_value() writes every shape as one number: kept as written when it already is one
 (brackets and commas dropped: "1/10", "150%"), else worked out exactly ("49/11", "85").
 
-GRPO reads both sets as they are (dataset/problems.py). Their replies are not reasoning
-data (GSM8K's solution has no <think>, Ape210K has an equation and no reply), so the
-chat readers refuse them with the command that converts them: convert_hint().
+GRPO reads all three as they are (dataset/problems.py). Their replies are not reasoning
+data (GSM8K's solution has no <think>, Ape210K has an equation and no reply, CMATH no
+reply at all), so the chat readers refuse them, naming the command that converts
+GSM8K and Ape210K (convert_hint()) or, for CMATH, grpo.py.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 from .streaming import ChatFormatError
 
 APE210K_KEYS = frozenset({"original_text", "ans"})
+QUESTION_KEYS = {"gsm8k": "question", "ape210k": "original_text"}  # CMATH: "input", or "question"
 _GSM8K_FINAL = re.compile(r"####\s*(-?[\d,]*\.?\d+)\s*$")
 # One number as written: digits (thousands commas allowed), decimals, a fraction, a percent sign.
 _ONE_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+(?:\.\d+)?)?%?|-?\.\d+%?")
@@ -36,11 +39,13 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
 
 
 def raw_set(record: Any) -> str | None:
-    """'gsm8k' or 'ape210k' for a record of either raw set, else None."""
+    """'gsm8k', 'ape210k' or 'cmath' for a record of a raw set, else None."""
     if not isinstance(record, dict):
         return None
     if APE210K_KEYS <= set(record):
         return "ape210k"
+    if "golden" in record and ("input" in record or "question" in record):
+        return "cmath"
     answer = record.get("answer")
     if "question" in record and isinstance(answer, str) and _GSM8K_FINAL.search(answer):
         return "gsm8k"
@@ -86,16 +91,17 @@ def gold_value(answer: str) -> str:
 
 
 def raw_problem(record: dict, name: str) -> tuple[str, str]:
-    """(question, gold) of a raw GSM8K or Ape210K record; ChatFormatError when either is missing."""
-    question_key = "question" if name == "gsm8k" else "original_text"
+    """(question, gold) of a raw GSM8K, Ape210K or CMATH record; ChatFormatError when either is missing."""
+    question_key = QUESTION_KEYS.get(name) or ("input" if "input" in record else "question")
     question = record.get(question_key)
     if not isinstance(question, str) or not question.strip():
         raise ChatFormatError(f'the question ("{question_key}") is missing or empty', "empty question")
     if name == "gsm8k":
         return question.strip(), gold_value(_GSM8K_FINAL.search(record["answer"]).group(1))
-    answer = record.get("ans")
+    answer_key = "ans" if name == "ape210k" else "golden"
+    answer = record.get(answer_key)
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)
     if not isinstance(answer, str) or not answer.strip():
-        raise ChatFormatError('the answer ("ans") is missing or empty', "no gold answer")
+        raise ChatFormatError(f'the answer ("{answer_key}") is missing or empty', "no gold answer")
     return question.strip(), gold_value(answer)

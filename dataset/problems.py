@@ -7,9 +7,10 @@ are: the record's "answer" field is the gold, or else the <answer> of its last
 assistant turn; the turns before that assistant turn are the prompt. A problem with
 no gold is a file:line error, or counted and skipped under --skip_bad.
 
-Raw GSM8K ({"question", "answer" ending "#### 72"}) and Ape210K ({"original_text",
-"ans", ...}) are read as they are (dataset/math_sets.py): the question is the prompt and
-the gold is the number after #### or ans, as one number. Read as a chat instead, their
+Raw GSM8K ({"question", "answer" ending "#### 72"}), Ape210K ({"original_text",
+"ans", ...}) and CMATH ({"input", "golden", ...}) are read as they are
+(dataset/math_sets.py): the question is the prompt and the gold is the number after
+####, ans or golden, as one number. Read as a chat instead, their
 gold would be GSM8K's whole worked solution, a reward no reply can earn.
 
 A reward can only be earned when the gold is a short final answer, so a gold that is not
@@ -42,7 +43,8 @@ class Problem:
 
 
 # How each form's gold was found, for the data line a stage prints (describe_problems).
-GOLD_OF = {"gsm8k": "GSM8K, gold: the number after ####", "ape210k": "Ape210K, gold: ans"}
+GOLD_OF = {"gsm8k": "GSM8K, gold: the number after ####", "ape210k": "Ape210K, gold: ans",
+           "cmath": "CMATH, gold: golden"}
 
 
 def describe_problems(problems: list[Problem]) -> str:

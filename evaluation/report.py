@@ -223,7 +223,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--text_file", default=None, help="held-out text for bits per byte (.jsonl {'text'} or .txt)")
     p.add_argument("--mc_file", nargs="+", default=None,
                    help="CMMLU/C-Eval CSV or JSONL files, or folders of them (e.g. CMMLU's dev/)")
-    p.add_argument("--math_file", default=None, help="GSM8K, Ape210K or R1 jsonl (default: the demo's r1_test)")
+    p.add_argument("--math_file", default=None, help="GSM8K, Ape210K, CMATH or R1 jsonl (default: the demo's r1_test)")
     p.add_argument("--chat_file", default=None, help="a chat file for BLEU-4/ROUGE-L (any supported format)")
     p.add_argument("--skip_bad", action="store_true",
                    help="chat: skip and count records that cannot be scored (e.g. BELLE's open-ended questions, "

@@ -10,7 +10,9 @@ import pytest
 
 from dataset.chat_formats import detect_format, iter_conversations, to_messages
 from dataset.chat_mask import shift_targets, tokenize_chat
+from dataset.problems import describe_problems, iter_problems
 from dataset.readers import DataError, SkipStats
+from evaluation.rewards import accuracy_reward
 from model import IGNORE_INDEX
 from tokenizer import SPECIAL_TOKENS, load_tokenizer, render_chat
 
@@ -191,6 +193,41 @@ def test_raw_math_sets_name_the_convert_command(tmp_path):
         with pytest.raises(DataError) as err:
             list(iter_conversations(ape, reasoning=reasoning))
         assert str(err.value).endswith(f"convert it first: python -m dataset.convert --preset ape210k --data_path {ape}")
+
+
+def test_cmath_given_to_a_chat_stage_names_grpo(tmp_path):
+    cmath = write_jsonl(tmp_path / "cmath.jsonl", [{"grade": 1, "input": "3加4？", "golden": "7"}])
+    with pytest.raises(DataError) as err:
+        list(iter_conversations(cmath))
+    assert str(err.value) == (f"{cmath}:1: this is CMATH (math problems with a gold answer, no reply), not chat data: "
+                              f"train on it with grpo.py --data_path {cmath}, or score stages on it: "
+                              f"python -m evaluation.report --math_file {cmath}")
+
+
+def test_raw_cmath_is_read_with_golden_as_gold(tmp_path):
+    """CMATH ({"grade", "input", "golden", ...}, as XiaoMi ships it; "question" works too) is a problem set."""
+    cmath = write_jsonl(tmp_path / "cmath_dev.jsonl", [
+        {"grade": 1, "input": "芳芳买了一本书有99页，看了90页，她还剩多少页没有看？", "golden": "9", "reasoning_step": 1,
+         "num_digits": 2},
+        {"question": "一块布12米，平均分成3段，每段几米？", "golden": "4"}])
+    problems = list(iter_problems(cmath))
+    assert [(p.prompt, p.gold, p.read_as) for p in problems] == [
+        ([{"role": "user", "content": "芳芳买了一本书有99页，看了90页，她还剩多少页没有看？"}], "9", "cmath"),
+        ([{"role": "user", "content": "一块布12米，平均分成3段，每段几米？"}], "4", "cmath")]
+    assert describe_problems(problems) == "2 read as CMATH, gold: golden"
+    assert accuracy_reward("<think>\n99-90=9\n</think>\n<answer>\n9\n</answer>", problems[0]) == 1.0
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"input": "1+1?", "golden": " "}])
+    with pytest.raises(DataError, match=r'empty.jsonl:1: the answer \("golden"\) is missing or empty'):
+        list(iter_problems(empty))
+
+
+def test_zhihu_kol_records_are_one_exchange():
+    record = {"INSTRUCTION": "怎么学做饭？", "RESPONSE": "从蛋炒饭开始。", "SOURCE": "Zhihu", "METADATA": "{}"}
+    assert detect_format(record) == "zhihu"
+    assert to_messages(record, "zhihu") == [{"role": "user", "content": "怎么学做饭？"},
+                                            {"role": "assistant", "content": "从蛋炒饭开始。"}]
+    with pytest.raises(Exception, match="RESPONSE is empty"):
+        to_messages({"INSTRUCTION": "q", "RESPONSE": ""}, "zhihu")
 
 
 def test_skip_bad_counts_each_reason_and_keeps_the_good(tmp_path):
