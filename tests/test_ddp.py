@@ -56,13 +56,7 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert steps == 4  # 16 rows / (4 x 2) per step x 2 epochs
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
 
-    single = read_checkpoint(tmp_path / "single" / "test.pth")["model"]
-    ddp = read_checkpoint(tmp_path / "ddp" / "test.pth")["model"]
-    for name in single:
-        assert torch.allclose(single[name], ddp[name], atol=1e-6, rtol=0), name
-    torch.manual_seed(0)
-    initial = SpongeBob(get_preset("spongebob-tiny")).state_dict()
-    assert not torch.allclose(single["embed.weight"], initial["embed.weight"], atol=1e-4)  # it did train
+    assert_same_trained_weights(tmp_path, "embed.weight")
     # Only rank 0 writes: one metrics file with one row per step.
     rows = (tmp_path / "ddp" / "test" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 4
@@ -81,13 +75,18 @@ def test_two_ranks_with_muon_match_one_rank_with_twice_the_accumulation(tmp_path
     finally:
         torch.set_num_threads(threads)
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), "muon"), nprocs=2, join=True)
+    assert_same_trained_weights(tmp_path, "layers.0.attn.q_proj.weight")
+
+
+def assert_same_trained_weights(tmp_path, moved: str) -> None:
+    """The 1-rank run (single/) and the 2-rank run (ddp/) end within 1e-6, and `moved` did train."""
     single = read_checkpoint(tmp_path / "single" / "test.pth")["model"]
     ddp = read_checkpoint(tmp_path / "ddp" / "test.pth")["model"]
     for name in single:
         assert torch.allclose(single[name], ddp[name], atol=1e-6, rtol=0), name
     torch.manual_seed(0)
     initial = SpongeBob(get_preset("spongebob-tiny")).state_dict()
-    assert not torch.allclose(single["layers.0.attn.q_proj.weight"], initial["layers.0.attn.q_proj.weight"], atol=1e-4)
+    assert not torch.allclose(single[moved], initial[moved], atol=1e-4)
 
 
 def stop_worker(rank, world_size, port, out_dir):
