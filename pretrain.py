@@ -21,8 +21,9 @@ from trainer.loop import fit
 from trainer.distributed import DistInfo
 
 # The seed's reference run: one 24 GB GPU, ~80 min per epoch on MiniMind's pretrain_hq.jsonl.
-# Muon on the blocks' matrices and warmup-stable-decay; --optimizer adamw --lr_schedule cosine
-# --learning_rate 5e-4 --min_lr 5e-5 is MiniMind's recipe (bench/bench_optim.py compares them).
+# Muon on the blocks' matrices and warmup-stable-decay: on held-out real text it reached the final
+# loss of MiniMind's recipe (--optimizer adamw --lr_schedule cosine --learning_rate 5e-4 --min_lr 5e-5)
+# in 0.28 of the tokens at this size (python -m bench.bench_optim, bench/RESULTS.md).
 LR29M = 2e-3
 REFERENCE = dict(preset="spongebob-29m", epochs=2, batch_size=84, accumulation_steps=2, optimizer="muon",
                  lr_schedule="wsd", learning_rate=LR29M, min_lr=LR29M / 10, warmup_steps=100, max_seq_len=512,
